@@ -1,0 +1,286 @@
+//! The consumer of one destination: its librdkafka settings, the rebalance callbacks that keep
+//! [`Progress`] in step with the assignment, and the conversion of a fetched message into a
+//! [`Record`].
+//!
+//! Offsets are never stored or committed by librdkafka on its own: the bridge commits the
+//! watermark of each owned partition itself, periodically, and for revoked partitions before
+//! the revoke completes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tracing::{debug, error, info, warn};
+
+use super::progress::{PartitionKey, Progress};
+use crate::admin::DestinationHealth;
+use crate::config::KafkaConfig;
+use crate::metrics::Metrics;
+use crate::record::{Header, Record};
+
+/// The consumer type the pipeline uses.
+pub type BridgeConsumer = StreamConsumer<BridgeContext>;
+
+/// Callbacks of one destination's consumer.
+pub struct BridgeContext {
+    destination: String,
+    progress: Arc<Progress>,
+    revoke_timeout: Duration,
+    metrics: Arc<Metrics>,
+    health: Arc<DestinationHealth>,
+}
+
+/// Creates a consumer in the group `group_id`, subscribed to `topics`.
+pub fn create_consumer(
+    kafka: &KafkaConfig,
+    group_id: &str,
+    topics: &[&str],
+    destination: &str,
+    progress: Arc<Progress>,
+    metrics: Arc<Metrics>,
+    health: Arc<DestinationHealth>,
+) -> KafkaResult<BridgeConsumer> {
+    let context = BridgeContext {
+        destination: destination.to_owned(),
+        progress,
+        revoke_timeout: Duration::from_millis(kafka.revoke_timeout_ms),
+        metrics,
+        health,
+    };
+    let consumer: BridgeConsumer = client_config(kafka, group_id).create_with_context(context)?;
+    consumer.subscribe(topics)?;
+    Ok(consumer)
+}
+
+/// librdkafka settings: the bridge's own first, then the operator's pass-through properties.
+pub fn client_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "client.id",
+            format!("kafka-sqs-bridge-{}", env!("CARGO_PKG_VERSION")),
+        );
+    let consumer_protocol = kafka
+        .properties
+        .get("group.protocol")
+        .is_some_and(|p| p == "consumer");
+    if !consumer_protocol {
+        // Incremental rebalances: a new instance takes partitions without stopping the others.
+        config.set("partition.assignment.strategy", "cooperative-sticky");
+    }
+    for (name, value) in &kafka.properties {
+        config.set(name, value);
+    }
+    config
+}
+
+impl ClientContext for BridgeContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        let destination = self.destination.as_str();
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                error!(destination, facility = fac, "librdkafka: {log_message}")
+            }
+            L::Warning => warn!(destination, facility = fac, "librdkafka: {log_message}"),
+            L::Notice | L::Info => info!(destination, facility = fac, "librdkafka: {log_message}"),
+            L::Debug => debug!(destination, facility = fac, "librdkafka: {log_message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(destination = %self.destination, %error, "Kafka client error: {reason}");
+    }
+}
+
+impl ConsumerContext for BridgeContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let partitions = keys(tpl);
+                info!(destination = %self.destination, partitions = %describe(&partitions), "partitions assigned");
+                self.progress.assign(partitions);
+                self.health.set_joined();
+                self.count_rebalance("assign");
+            }
+            Rebalance::Revoke(tpl) => {
+                let partitions = keys(tpl);
+                self.count_rebalance("revoke");
+                if consumer.assignment_lost() {
+                    warn!(
+                        destination = %self.destination,
+                        partitions = %describe(&partitions),
+                        "partitions lost; their unacknowledged records will be read again by the new owner"
+                    );
+                    self.progress.abandon(&partitions);
+                    return;
+                }
+                self.finish_revoked(consumer, &partitions);
+            }
+            Rebalance::Error(error) => {
+                warn!(destination = %self.destination, %error, "rebalance failed");
+                self.count_rebalance("error");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _rebalance: &Rebalance<'_>) {
+        let assigned = consumer
+            .assignment()
+            .map(|tpl| tpl.count())
+            .unwrap_or_default();
+        self.metrics
+            .assigned_partitions
+            .with_label_values(&[&self.destination])
+            .set(i64::try_from(assigned).unwrap_or(i64::MAX));
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        match result {
+            Ok(()) => {
+                for element in offsets.elements() {
+                    if let Offset::Offset(offset) = element.offset() {
+                        let partition = element.partition().to_string();
+                        self.metrics
+                            .committed_offset
+                            .with_label_values(&[&self.destination, element.topic(), &partition])
+                            .set(offset);
+                    }
+                }
+            }
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => {
+                warn!(destination = %self.destination, %error, "offset commit failed; it is retried with the next one");
+                self.metrics
+                    .commit_failures
+                    .with_label_values(&[&self.destination])
+                    .inc();
+            }
+        }
+    }
+}
+
+impl BridgeContext {
+    /// Lets the in-flight batches of revoked partitions finish, then commits their offsets,
+    /// before librdkafka hands the partitions to another member.
+    fn finish_revoked(&self, consumer: &BaseConsumer<Self>, partitions: &[PartitionKey]) {
+        // The callback runs inside the consumer loop's poll; the senders run on other worker
+        // threads, so this thread may block for them. A current-thread runtime cannot.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let idle = if multi_thread {
+            tokio::task::block_in_place(|| {
+                self.progress
+                    .wait_until_idle(partitions, self.revoke_timeout)
+            })
+        } else {
+            self.progress.wait_until_idle(partitions, Duration::ZERO)
+        };
+        if !idle {
+            warn!(
+                destination = %self.destination,
+                timeout_ms = self.revoke_timeout.as_millis() as u64,
+                "revoked partitions still had batches in flight; those records may be sent again by the new owner"
+            );
+        }
+        let finals = self.progress.revoke(partitions);
+        info!(destination = %self.destination, partitions = %describe(partitions), "partitions revoked");
+        if finals.is_empty() {
+            return;
+        }
+        if let Err(error) = consumer.commit(&offsets_list(&finals), CommitMode::Sync) {
+            warn!(destination = %self.destination, %error, "commit of revoked partitions failed");
+            self.metrics
+                .commit_failures
+                .with_label_values(&[&self.destination])
+                .inc();
+        }
+    }
+
+    fn count_rebalance(&self, kind: &str) {
+        self.metrics
+            .rebalances
+            .with_label_values(&[&self.destination, kind])
+            .inc();
+    }
+}
+
+/// A topic partition list holding the offsets to commit.
+pub fn offsets_list(offsets: &[(PartitionKey, i64)]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+    for (key, offset) in offsets {
+        tpl.add_partition_offset(&key.topic, key.partition, Offset::Offset(*offset))
+            .expect("an explicit offset is always valid");
+    }
+    tpl
+}
+
+fn keys(tpl: &TopicPartitionList) -> Vec<PartitionKey> {
+    tpl.elements()
+        .iter()
+        .map(|e| PartitionKey {
+            topic: Arc::from(e.topic()),
+            partition: e.partition(),
+        })
+        .collect()
+}
+
+fn describe(partitions: &[PartitionKey]) -> String {
+    let mut names: Vec<String> = partitions
+        .iter()
+        .map(|k| format!("{}/{}", k.topic, k.partition))
+        .collect();
+    names.sort();
+    names.join(",")
+}
+
+/// Interns topic names, so that records share one allocation per topic.
+#[derive(Default)]
+pub struct TopicNames(Vec<Arc<str>>);
+
+impl TopicNames {
+    pub fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.0.iter().find(|t| &***t == name) {
+            return Arc::clone(known);
+        }
+        let topic: Arc<str> = Arc::from(name);
+        self.0.push(Arc::clone(&topic));
+        topic
+    }
+}
+
+/// The bridge's copy of a fetched message.
+pub fn to_record(message: &BorrowedMessage<'_>, topics: &mut TopicNames) -> Record {
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| Header {
+                    name: h.key.to_owned(),
+                    value: h.value.map(Bytes::copy_from_slice),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        topic: topics.get(message.topic()),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp_ms: message.timestamp().to_millis(),
+        key: message.key().map(Bytes::copy_from_slice),
+        value: message.payload().map(Bytes::copy_from_slice),
+        headers,
+    }
+}

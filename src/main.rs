@@ -1,0 +1,118 @@
+//! The command line: `run` streams records until stopped, `check` validates a configuration
+//! and prints it as it will be used. Exit codes: 0 clean stop, 1 runtime failure, 2
+//! configuration error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use kafka_sqs_bridge::admin::{self, Health};
+use kafka_sqs_bridge::config::{Config, LogFormat};
+use kafka_sqs_bridge::metrics::Metrics;
+use kafka_sqs_bridge::pipeline;
+use kafka_sqs_bridge::shutdown::Shutdown;
+use tracing_subscriber::EnvFilter;
+
+/// Streams Kafka records into Amazon SQS queues, committing offsets only after SQS
+/// acknowledged the records.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge until SIGTERM or SIGINT.
+    Run {
+        /// The TOML configuration file; BRIDGE_* variables override it.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate the configuration and print it as it will be used.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (Command::Run { config: path } | Command::Check { config: path }) = &cli.command;
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprint!("kafka-sqs-bridge: {}: {error}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cli.command {
+        Command::Check { .. } => {
+            print!("{}", config.to_toml());
+            ExitCode::SUCCESS
+        }
+        Command::Run { .. } => run(config),
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kafka-sqs-bridge: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = Shutdown::new();
+        if let Err(error) = shutdown.listen_for_signals() {
+            tracing::error!(%error, "cannot listen for signals");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+        let metrics = Metrics::global();
+        metrics.up.set(1);
+        let listener = match admin::bind(&config.admin.listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(address = %config.admin.listen, %error, "cannot serve the admin endpoints");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        };
+        let admin = tokio::spawn(admin::serve(listener, Health::global(), Arc::clone(&metrics), shutdown.clone()));
+        let result = pipeline::run(Arc::new(config), shutdown.clone()).await;
+        shutdown.trigger();
+        let _ = admin.await;
+        match result {
+            Ok(()) => {
+                tracing::info!("bridge stopped cleanly");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                tracing::error!(%error, "bridge stopped on a failure");
+                ExitCode::from(EXIT_RUNTIME)
+            }
+        }
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

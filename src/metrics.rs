@@ -1,0 +1,219 @@
+//! Every metric the bridge exports, prefixed `kafka_sqs_bridge_`. Labels are bounded:
+//! destination, topic, partition and reason, never a key or a record id.
+
+use std::sync::{Arc, OnceLock};
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+const PREFIX: &str = "kafka_sqs_bridge";
+
+/// The bridge's metrics and the registry that renders them.
+pub struct Metrics {
+    registry: Registry,
+    pub records_received: IntCounterVec,
+    pub records_filtered: IntCounterVec,
+    pub records_sent: IntCounterVec,
+    pub records_retried: IntCounterVec,
+    pub records_skipped: IntCounterVec,
+    pub records_failed: IntCounterVec,
+    pub records_dead_lettered: IntCounterVec,
+    pub headers_dropped: IntCounterVec,
+    pub ordering_faults: IntCounterVec,
+    pub sqs_requests: IntCounterVec,
+    pub sqs_throttled: IntCounterVec,
+    pub sqs_request_duration: HistogramVec,
+    pub batch_entries: HistogramVec,
+    pub batch_bytes: HistogramVec,
+    pub end_to_end_latency: HistogramVec,
+    pub in_flight_batches: IntGaugeVec,
+    pub buffered_bytes: IntGaugeVec,
+    pub paused_partitions: IntGaugeVec,
+    pub assigned_partitions: IntGaugeVec,
+    pub rebalances: IntCounterVec,
+    pub consumer_lag: IntGaugeVec,
+    pub committed_offset: IntGaugeVec,
+    pub commit_failures: IntCounterVec,
+    pub destination_failing: IntGaugeVec,
+    pub build_info: IntGaugeVec,
+    pub up: IntGauge,
+}
+
+impl Metrics {
+    /// The process-wide metrics.
+    pub fn global() -> Arc<Metrics> {
+        static GLOBAL: OnceLock<Arc<Metrics>> = OnceLock::new();
+        Arc::clone(GLOBAL.get_or_init(|| Arc::new(Metrics::new())))
+    }
+
+    fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntCounterVec::new(Opts::new(format!("{PREFIX}_{name}"), help), labels)
+                .expect("metric definitions are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
+            metric
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let metric = IntGaugeVec::new(Opts::new(format!("{PREFIX}_{name}"), help), labels)
+                .expect("metric definitions are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
+            metric
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| {
+            let opts = HistogramOpts::new(format!("{PREFIX}_{name}"), help).buckets(buckets);
+            let metric = HistogramVec::new(opts, labels).expect("metric definitions are valid");
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("metric names are unique");
+            metric
+        };
+        let d = &["destination"];
+        let dr = &["destination", "reason"];
+        let dtp = &["destination", "topic", "partition"];
+
+        let up = IntGauge::new(format!("{PREFIX}_up"), "1 while the bridge runs")
+            .expect("metric definitions are valid");
+        registry
+            .register(Box::new(up.clone()))
+            .expect("metric names are unique");
+
+        let metrics = Self {
+            records_received: counter(
+                "records_received_total",
+                "Records read from Kafka",
+                &["destination", "topic"],
+            ),
+            records_filtered: counter(
+                "records_filtered_total",
+                "Records the destination's filter did not select",
+                d,
+            ),
+            records_sent: counter("records_sent_total", "Records acknowledged by SQS", d),
+            records_retried: counter(
+                "records_retried_total",
+                "Entries sent again after a failure",
+                dr,
+            ),
+            records_skipped: counter(
+                "records_skipped_total",
+                "Records not sent, by configuration or policy",
+                dr,
+            ),
+            records_failed: counter("records_failed_total", "Records that can never be sent", dr),
+            records_dead_lettered: counter(
+                "records_dead_lettered_total",
+                "Records produced to the dead-letter topic",
+                dr,
+            ),
+            headers_dropped: counter(
+                "headers_dropped_total",
+                "Kafka headers left out of the message attributes",
+                dr,
+            ),
+            ordering_faults: counter(
+                "ordering_faults_total",
+                "SQS accepted a later entry of a group after refusing an earlier one",
+                d,
+            ),
+            sqs_requests: counter(
+                "sqs_requests_total",
+                "SendMessageBatch requests, by outcome",
+                &["destination", "outcome"],
+            ),
+            sqs_throttled: counter(
+                "sqs_throttled_requests_total",
+                "Requests or entries SQS throttled",
+                d,
+            ),
+            sqs_request_duration: histogram(
+                "sqs_request_duration_seconds",
+                "SendMessageBatch round trips",
+                d,
+                exponential(0.001, 2.0, 16),
+            ),
+            batch_entries: histogram(
+                "batch_entries",
+                "Entries per SendMessageBatch",
+                d,
+                (1..=10).map(f64::from).collect(),
+            ),
+            batch_bytes: histogram(
+                "batch_bytes",
+                "Bytes per SendMessageBatch",
+                d,
+                exponential(256.0, 4.0, 8),
+            ),
+            end_to_end_latency: histogram(
+                "end_to_end_latency_seconds",
+                "From the Kafka record timestamp to the SQS acknowledgement",
+                d,
+                latency_buckets(),
+            ),
+            in_flight_batches: gauge("in_flight_batches", "Batches sent and not yet settled", d),
+            buffered_bytes: gauge(
+                "buffered_bytes",
+                "Bytes of records read and not yet settled",
+                d,
+            ),
+            paused_partitions: gauge("paused_partitions", "Partitions paused by backpressure", d),
+            assigned_partitions: gauge(
+                "assigned_partitions",
+                "Partitions assigned to this instance",
+                d,
+            ),
+            rebalances: counter(
+                "rebalances_total",
+                "Partition assignment changes",
+                &["destination", "kind"],
+            ),
+            consumer_lag: gauge(
+                "consumer_lag_records",
+                "Records between the committed offset and the end of the partition",
+                dtp,
+            ),
+            committed_offset: gauge("committed_offset", "Last offset committed to Kafka", dtp),
+            commit_failures: counter("commit_failures_total", "Offset commits Kafka refused", d),
+            destination_failing: gauge(
+                "destination_failing",
+                "1 while the queue refuses requests as a whole",
+                d,
+            ),
+            build_info: gauge("build_info", "The running version", &["version"]),
+            up,
+            registry,
+        };
+        metrics
+            .build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        metrics
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("the text encoder writes to memory");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+fn exponential(start: f64, factor: f64, count: usize) -> Vec<f64> {
+    prometheus::exponential_buckets(start, factor, count).expect("bucket parameters are valid")
+}
+
+/// Milliseconds to minutes: the latency of a healthy bridge and of one catching up.
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        120.0, 300.0, 600.0, 1800.0, 3600.0,
+    ]
+}

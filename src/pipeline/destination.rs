@@ -1,0 +1,448 @@
+//! One destination's loop. It owns the consumer and the scheduler: it reads records, maps the
+//! ones its filter selects, queues them by message group, starts batches while there is room
+//! in flight, commits the watermark, and pauses its partitions while too many bytes are
+//! waiting. Batches run as their own tasks and settle their records in [`Progress`].
+//!
+//! On shutdown it stops reading, sends what is queued, waits for the batches in flight up to
+//! the drain timeout, commits, and leaves the consumer group.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+
+use super::PipelineError;
+use super::delivery::{Delivery, Settled, Token};
+use super::poison::{Halt, PoisonHandler};
+use crate::admin::{DestinationHealth, Health};
+use crate::config::{Config, DestinationConfig};
+use crate::kafka::consumer::{
+    BridgeConsumer, TopicNames, create_consumer, offsets_list, to_record,
+};
+use crate::kafka::progress::{PartitionKey, Progress};
+use crate::message::select::{Payload, RecordFilter};
+use crate::message::{Mapping, MessageMapper};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::sqs::client::{ClientSettings, build_client};
+use crate::sqs::retry::Backoff;
+use crate::sqs::scheduler::{BatchLimits, Scheduler};
+use crate::sqs::send::BatchSender;
+
+/// The consumer group of a destination.
+pub fn group_id(config: &Config, destination: &DestinationConfig) -> String {
+    format!("{}.{}", config.kafka.group_id, destination.name)
+}
+
+/// Runs destination `index` until shutdown or a halt.
+pub async fn run(
+    config: Arc<Config>,
+    index: usize,
+    shutdown: Shutdown,
+    metrics: Arc<Metrics>,
+) -> Result<(), PipelineError> {
+    let mut pipeline = DestinationLoop::start(&config, index, metrics).await?;
+    let outcome = pipeline.run(&shutdown).await;
+    pipeline.finish().await;
+    outcome
+}
+
+struct DestinationLoop {
+    name: String,
+    health: Arc<DestinationHealth>,
+    consumer: BridgeConsumer,
+    progress: Arc<Progress>,
+    delivery: Arc<Delivery>,
+    filter: Option<RecordFilter>,
+    mapper: MessageMapper,
+    scheduler: Scheduler<Token>,
+    in_flight: JoinSet<Settled>,
+    max_in_flight: usize,
+    topics: TopicNames,
+    buffered: usize,
+    max_buffered: usize,
+    paused: bool,
+    assigned: Vec<PartitionKey>,
+    metrics: Arc<Metrics>,
+    commit_interval: Duration,
+    drain_timeout: Duration,
+}
+
+impl DestinationLoop {
+    async fn start(
+        config: &Config,
+        index: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, PipelineError> {
+        let d = &config.destinations[index];
+        let name = d.name.to_string();
+        let progress = Arc::new(Progress::new());
+        let health = Health::global().destination(&name);
+        let topics: Vec<&str> = d.topics(&config.kafka).iter().map(|t| t.as_str()).collect();
+        let group = group_id(config, d);
+        let consumer = create_consumer(
+            &config.kafka,
+            &group,
+            &topics,
+            &name,
+            Arc::clone(&progress),
+            Arc::clone(&metrics),
+            Arc::clone(&health),
+        )
+        .map_err(|source| PipelineError::Consumer {
+            destination: name.clone(),
+            source,
+        })?;
+
+        let region = d
+            .region
+            .clone()
+            .or_else(|| d.queue_url.region().map(str::to_owned));
+        let settings = ClientSettings {
+            region: region.expect("validated: a region is known"),
+            endpoint_url: d.endpoint_url.clone(),
+            request_timeout: Duration::from_millis(d.delivery.request_timeout_ms),
+        };
+        let sender = BatchSender::new(
+            build_client(&settings).await,
+            d.queue_url.as_str().to_owned(),
+        );
+        let poison = PoisonHandler::new(
+            &name,
+            d.delivery.on_undeliverable,
+            d.delivery.dead_letter_topic.as_ref().map(|t| t.as_str()),
+            &config.kafka,
+            Arc::clone(&metrics),
+        )
+        .map_err(|source| PipelineError::DeadLetterProducer {
+            destination: name.clone(),
+            source,
+        })?;
+        let delivery = Arc::new(Delivery {
+            destination: name.clone(),
+            sender,
+            progress: Arc::clone(&progress),
+            poison,
+            metrics: Arc::clone(&metrics),
+            health: Arc::clone(&health),
+            transient_backoff: Backoff {
+                initial: Duration::from_millis(d.delivery.retry_initial_ms),
+                cap: Duration::from_millis(d.delivery.retry_max_ms),
+            },
+            destination_backoff: Backoff {
+                initial: Duration::from_millis(d.delivery.retry_initial_ms.max(1_000)),
+                cap: Duration::from_millis(d.delivery.destination_retry_max_ms),
+            },
+        });
+        let limits = BatchLimits {
+            max_entries: d.batch.max_entries.get(),
+            max_bytes: d.batch.max_batch_bytes.get(),
+        };
+        let scheduler = Scheduler::new(
+            limits,
+            Duration::from_millis(d.batch.linger_ms),
+            d.batch.strict_order,
+        );
+        info!(
+            destination = %name,
+            queue = d.queue_url.as_str(),
+            fifo = d.queue_url.is_fifo(),
+            group,
+            topics = %topics.join(","),
+            "destination started"
+        );
+        Ok(Self {
+            filter: d.filter.as_ref().map(RecordFilter::new),
+            mapper: MessageMapper::new(d),
+            scheduler,
+            in_flight: JoinSet::new(),
+            max_in_flight: d.batch.max_in_flight,
+            topics: TopicNames::default(),
+            buffered: 0,
+            max_buffered: d.delivery.max_buffered_bytes,
+            paused: false,
+            assigned: Vec::new(),
+            metrics,
+            commit_interval: Duration::from_millis(config.kafka.commit_interval_ms),
+            drain_timeout: Duration::from_millis(config.shutdown.drain_timeout_ms),
+            name,
+            health,
+            consumer,
+            progress,
+            delivery,
+        })
+    }
+
+    /// Reads and delivers until shutdown; then drains.
+    async fn run(&mut self, shutdown: &Shutdown) -> Result<(), PipelineError> {
+        let mut commit_tick = tokio::time::interval(self.commit_interval);
+        commit_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut halt: Option<Halt> = None;
+
+        while halt.is_none() && !shutdown.is_triggered() {
+            self.health.turned();
+            self.dispatch(false);
+            let linger = self.scheduler.deadline().map(Instant::from_std);
+            tokio::select! {
+                biased;
+                _ = shutdown.wait() => {}
+                Some(joined) = self.in_flight.join_next() => halt = self.settled(joined),
+                received = self.consumer.recv() => match received {
+                    Ok(message) => {
+                        let record = to_record(&message, &mut self.topics);
+                        drop(message);
+                        halt = self.accept(record);
+                    }
+                    Err(error) => {
+                        warn!(destination = %self.name, %error, "Kafka consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = sleep_until(linger) => {}
+                _ = commit_tick.tick() => self.commit(CommitMode::Async),
+            }
+            self.follow_assignment();
+            self.apply_backpressure();
+        }
+        if let Some(Halt(reason)) = halt {
+            return Err(PipelineError::Halted {
+                destination: self.name.clone(),
+                reason,
+            });
+        }
+        Ok(())
+    }
+
+    /// Maps and queues one record, or settles it at once when nothing is to be sent.
+    fn accept(&mut self, record: crate::record::Record) -> Option<Halt> {
+        let key = PartitionKey {
+            topic: Arc::clone(&record.topic),
+            partition: record.partition,
+        };
+        let Some(ticket) = self.progress.register(&key, record.offset) else {
+            debug!(destination = %self.name, record = %record.coordinates(), "record of a partition no longer owned; dropped");
+            return None;
+        };
+        self.metrics
+            .records_received
+            .with_label_values(&[self.name.as_str(), &record.topic])
+            .inc();
+        let payload = Payload::of(&record);
+        if let Some(filter) = &self.filter {
+            if !filter.selects(&record, &payload) {
+                self.metrics
+                    .records_filtered
+                    .with_label_values(&[&self.name])
+                    .inc();
+                self.progress.complete(&ticket);
+                return None;
+            }
+        }
+        let mapped = self.mapper.map(&record, &payload);
+        drop(payload);
+        match mapped {
+            Ok(Mapping::Send {
+                message,
+                dropped_headers,
+            }) => {
+                for reason in dropped_headers {
+                    debug!(destination = %self.name, record = %record.coordinates(), reason = reason.as_label(), "header left out of the attributes");
+                    self.metrics
+                        .headers_dropped
+                        .with_label_values(&[&self.name, reason.as_label()])
+                        .inc();
+                }
+                let buffered = record.buffered_bytes() + message.size();
+                let group = if self.mapper.is_fifo() {
+                    message.group_id.clone()
+                } else {
+                    None
+                };
+                let keep_record = self.delivery.poison.needs_record();
+                let token = Token {
+                    ticket,
+                    timestamp_ms: record.timestamp_ms,
+                    buffered,
+                    record: keep_record.then(|| Box::new(record)),
+                };
+                self.buffered += buffered;
+                self.scheduler
+                    .push(group.as_deref(), message, token, std::time::Instant::now());
+                None
+            }
+            Ok(Mapping::Skip(reason)) => {
+                debug!(destination = %self.name, record = %record.coordinates(), %reason, "record skipped");
+                self.metrics
+                    .records_skipped
+                    .with_label_values(&[&self.name, reason.as_label()])
+                    .inc();
+                self.progress.complete(&ticket);
+                None
+            }
+            Err(problem) => {
+                // Settled in a task of its own, so that a dead-letter produce does not stall
+                // the loop; it holds no message group.
+                let delivery = Arc::clone(&self.delivery);
+                let buffered = record.buffered_bytes();
+                self.buffered += buffered;
+                self.in_flight.spawn(async move {
+                    let coordinates = record.coordinates();
+                    let halt = match delivery
+                        .poison
+                        .handle(&coordinates, Some(&record), &problem)
+                        .await
+                    {
+                        Ok(()) => {
+                            delivery.progress.complete(&ticket);
+                            None
+                        }
+                        Err(halt) => Some(halt),
+                    };
+                    Settled {
+                        groups: Vec::new(),
+                        buffered,
+                        halt,
+                    }
+                });
+                None
+            }
+        }
+    }
+
+    /// Starts batches while there is room in flight.
+    fn dispatch(&mut self, flush: bool) {
+        while self.in_flight.len() < self.max_in_flight {
+            let Some(batch) = self.scheduler.take(std::time::Instant::now(), flush) else {
+                break;
+            };
+            let delivery = Arc::clone(&self.delivery);
+            self.in_flight.spawn(delivery.deliver(batch));
+        }
+        self.gauges();
+    }
+
+    fn settled(&mut self, joined: Result<Settled, tokio::task::JoinError>) -> Option<Halt> {
+        let settled = match joined {
+            Ok(settled) => settled,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => return None,
+        };
+        self.scheduler.release(&settled.groups);
+        self.buffered = self.buffered.saturating_sub(settled.buffered);
+        settled.halt
+    }
+
+    /// Commits the watermarks that advanced.
+    fn commit(&self, mode: CommitMode) {
+        let offsets = self.progress.take_committable();
+        if offsets.is_empty() {
+            return;
+        }
+        debug!(destination = %self.name, partitions = offsets.len(), "committing offsets");
+        if let Err(error) = self.consumer.commit(&offsets_list(&offsets), mode) {
+            warn!(destination = %self.name, %error, "offset commit failed; it is retried with the next one");
+            self.metrics
+                .commit_failures
+                .with_label_values(&[&self.name])
+                .inc();
+        }
+    }
+
+    /// After a rebalance, drops queued records of partitions no longer owned.
+    fn follow_assignment(&mut self) {
+        let mut owned = self.progress.owned();
+        owned.sort();
+        if owned == self.assigned {
+            return;
+        }
+        let progress = &self.progress;
+        let dropped = self
+            .scheduler
+            .remove_where(|token| !progress.is_current(&token.ticket));
+        let freed: usize = dropped.iter().map(|q| q.token.buffered).sum();
+        self.buffered = self.buffered.saturating_sub(freed);
+        if !dropped.is_empty() {
+            info!(destination = %self.name, records = dropped.len(), "dropped queued records of revoked partitions");
+        }
+        self.assigned = owned;
+        // Newly assigned partitions start unpaused; pause them too if need be.
+        self.paused = false;
+    }
+
+    /// Pauses every partition above the byte budget and resumes them below three quarters of it.
+    fn apply_backpressure(&mut self) {
+        let over = self.buffered > self.max_buffered;
+        let under = self.buffered <= self.max_buffered / 4 * 3;
+        let Ok(assignment) = self.consumer.assignment() else {
+            return;
+        };
+        if over && !self.paused {
+            if self.consumer.pause(&assignment).is_ok() {
+                debug!(destination = %self.name, buffered = self.buffered, "pausing partitions: byte budget reached");
+                self.paused = true;
+                self.metrics
+                    .paused_partitions
+                    .with_label_values(&[&self.name])
+                    .set(assignment.count() as i64);
+            }
+        } else if under && self.paused && self.consumer.resume(&assignment).is_ok() {
+            debug!(destination = %self.name, buffered = self.buffered, "resuming partitions");
+            self.paused = false;
+            self.metrics
+                .paused_partitions
+                .with_label_values(&[&self.name])
+                .set(0);
+        }
+    }
+
+    fn gauges(&self) {
+        let name = self.name.as_str();
+        self.metrics
+            .in_flight_batches
+            .with_label_values(&[name])
+            .set(self.in_flight.len() as i64);
+        self.metrics
+            .buffered_bytes
+            .with_label_values(&[name])
+            .set(self.buffered as i64);
+    }
+
+    /// Sends what is queued, waits for the batches in flight up to the drain timeout, commits
+    /// what was acknowledged and leaves the group.
+    async fn finish(mut self) {
+        if let Ok(assignment) = self.consumer.assignment() {
+            let _ = self.consumer.pause(&assignment);
+        }
+        let deadline = Instant::now() + self.drain_timeout;
+        info!(destination = %self.name, queued = self.scheduler.len(), in_flight = self.in_flight.len(), "draining");
+        loop {
+            self.dispatch(true);
+            if self.in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                joined = self.in_flight.join_next() => if let Some(joined) = joined { let _ = self.settled(joined); },
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(destination = %self.name, abandoned = self.in_flight.len(), "drain timeout reached; unacknowledged records will be read again");
+                    self.in_flight.abort_all();
+                    break;
+                }
+            }
+        }
+        self.commit(CommitMode::Sync);
+        // Nothing is left to wait for: the revoke that closing triggers must not wait either.
+        self.progress.clear();
+        self.consumer.unsubscribe();
+        info!(destination = %self.name, "destination stopped");
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
