@@ -72,6 +72,7 @@ fn bad_queue_url_is_refused() {
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
 fn environment_overrides_the_file_and_is_named_when_wrong() {
     figment::Jail::expect_with(|jail| {
         jail.set_env("BRIDGE_T1_KAFKA__GROUP_ID", "from-env");

@@ -157,12 +157,12 @@ fn request_failure(
     let (class, code, message) = match &error {
         SdkError::ServiceError(service) => {
             let code = service.err().code().map(str::to_owned);
-            let status = Some(service.raw().status().as_u16());
-            let class = classify_request_error(code.as_deref(), status);
+            let status = service.raw().status().as_u16();
+            let class = classify_request_error(code.as_deref(), Some(status));
             let message = service.err().message().unwrap_or_default().to_owned();
             (
                 class,
-                code.unwrap_or_else(|| format!("HTTP {}", status.unwrap_or_default())),
+                code.unwrap_or_else(|| format!("HTTP {status}")),
                 message,
             )
         }
