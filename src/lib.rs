@@ -18,3 +18,5 @@ pub mod pipeline;
 pub mod record;
 pub mod shutdown;
 pub mod sqs;
+#[cfg(feature = "sqs-stub")]
+pub mod stub;

@@ -519,3 +519,147 @@ pub fn assert_ordered_per_group(
     }
     groups.len()
 }
+
+// ---------------------------------------------------------------- metrics and topics
+
+/// A loopback port free right now, for a bridge's admin server.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `base_config` with the admin server on `port`.
+pub fn base_config_on(services: &Services, group: &str, topic: &str, port: u16) -> String {
+    base_config(services, group, topic).replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    )
+}
+
+/// The text of `http://127.0.0.1:PORT/PATH`, with its status; `None` when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// The sum of every sample of `name` whose labels include all of `labels` (`k="v"` pairs).
+pub fn metric(scrape: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric_name, label_text) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let wanted = metric_name == name
+                && labels.iter().all(|(k, v)| {
+                    label_text
+                        .split(',')
+                        .any(|pair| pair == format!("{k}=\"{v}\""))
+                });
+            if wanted {
+                value.parse::<f64>().ok()
+            } else {
+                None
+            }
+        })
+        .sum()
+}
+
+/// A record read back from a topic.
+#[derive(Debug)]
+pub struct Consumed {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: HashMap<String, String>,
+}
+
+/// Reads `expected` records from the start of `topic`, or what arrived within `timeout`.
+pub fn consume_topic(
+    services: &Services,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Consumed> {
+    use rdkafka::Message;
+    use rdkafka::message::Headers;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &services.kafka)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + timeout;
+    let mut records = Vec::new();
+    while records.len() < expected && Instant::now() < deadline {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push(Consumed {
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+    }
+    records
+}
+
+/// Checks FIFO order in a stub queue: per group, by sequence number, `order_of` rises.
+pub fn assert_stub_ordered(
+    messages: &[kafka_sqs_bridge::stub::StoredMessage],
+    order_of: impl Fn(&kafka_sqs_bridge::stub::StoredMessage) -> u64,
+) -> usize {
+    let mut groups: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
+    for m in messages {
+        groups
+            .entry(m.group_id.as_deref().unwrap_or("-"))
+            .or_default()
+            .push((m.sequence_number, order_of(m)));
+    }
+    for (group, entries) in &mut groups {
+        entries.sort_unstable();
+        for pair in entries.windows(2) {
+            assert!(
+                pair[0].1 < pair[1].1,
+                "group {group}: {} arrived before {}",
+                pair[0].1,
+                pair[1].1
+            );
+        }
+    }
+    groups.len()
+}

@@ -1,0 +1,402 @@
+//! The stub's HTTP side: SQS's JSON protocol on `/`, and the control endpoints under
+//! `/_stub/`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use md5::{Digest, Md5};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use super::faults::RequestFault;
+use super::limits::{BatchRequest, Entry, Refusal, check_batch, check_entry};
+use super::queue::StoredMessage;
+use super::{Faults, State};
+use crate::shutdown::Shutdown;
+
+type Shared = Arc<Mutex<State>>;
+type Reply = Response<Full<Bytes>>;
+
+/// Returned instead of a reply to drop the connection, as a reset would.
+#[derive(Debug)]
+struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+pub(super) async fn serve(listener: TcpListener, state: Shared, shutdown: Shutdown) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait() => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| handle(request, Arc::clone(&state)));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn handle(request: Request<Incoming>, state: Shared) -> Result<Reply, DropConnection> {
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or_default().to_owned();
+    let method = request.method().clone();
+    let target = request
+        .headers()
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = match request.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Err(DropConnection),
+    };
+    if let Some(control) = path.strip_prefix("/_stub/") {
+        return Ok(control_endpoint(&method, control, &query, &body, &state));
+    }
+
+    let action = target
+        .strip_prefix("AmazonSQS.")
+        .unwrap_or(&target)
+        .to_owned();
+    let (fault, delay) = {
+        let mut state = lock(&state);
+        state.stats.requests += 1;
+        *state.stats.actions.entry(action.clone()).or_default() += 1;
+        let delay = state.faults.delay();
+        let fault = state.faults.next_request(&mut || rand::random::<f64>());
+        (fault, delay)
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let refused = |status, code, query_code, message: &str| {
+        lock(&state).stats.refused_requests += 1;
+        error(status, code, query_code, message)
+    };
+    match fault {
+        RequestFault::Reset => return Err(DropConnection),
+        RequestFault::Throttle => {
+            return Ok(refused(
+                StatusCode::BAD_REQUEST,
+                "RequestThrottled",
+                "RequestThrottled",
+                "rate exceeded",
+            ));
+        }
+        RequestFault::ServerError => {
+            return Ok(refused(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalFailure",
+                "InternalFailure",
+                "injected failure",
+            ));
+        }
+        RequestFault::None => {}
+    }
+    let lose_reply = rand::random::<f64>() < lock(&state).faults.lose_reply_rate;
+    let reply = match action.as_str() {
+        "SendMessageBatch" => send_batch(&body, &state),
+        "SendMessage" => send_one(&body, &state),
+        _ => refused(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "AccessDenied",
+            &format!(
+                "this principal may only call SendMessage and SendMessageBatch, not {action:?}"
+            ),
+        ),
+    };
+    if lose_reply {
+        Err(DropConnection)
+    } else {
+        Ok(reply)
+    }
+}
+
+fn send_batch(body: &[u8], state: &Shared) -> Reply {
+    let request: BatchRequest = match serde_json::from_slice(body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "SerializationException",
+                "InvalidParameterValue",
+                &e.to_string(),
+            );
+        }
+    };
+    let mut state = lock(state);
+    let (queue, fifo) = queue_of(&request.queue_url);
+    if let Some(refusal) = queue_refusal(&state.faults, &queue) {
+        state.stats.refused_requests += 1;
+        return refusal;
+    }
+    state.stats.entries += request.entries.len() as u64;
+    bill(&mut state, request.entries.iter().map(Entry::size).sum());
+    if let Err(refusal) = check_batch(&request) {
+        state.stats.refused_requests += 1;
+        return refusal_reply(&refusal);
+    }
+    let mut successful = Vec::new();
+    let mut failed = Vec::new();
+    for entry in &request.entries {
+        match entry_fate(&state.faults, entry, fifo) {
+            Ok(()) => successful.push(accept(&mut state, &queue, fifo, entry)),
+            Err((refusal, sender_fault)) => {
+                state.stats.failed_entries += 1;
+                failed.push(json!({
+                    "Id": entry.id, "SenderFault": sender_fault, "Code": refusal.code, "Message": refusal.message,
+                }));
+            }
+        }
+    }
+    ok(json!({ "Successful": successful, "Failed": failed }))
+}
+
+fn send_one(body: &[u8], state: &Shared) -> Reply {
+    let entry: Entry = match serde_json::from_slice(body) {
+        Ok(entry) => entry,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "SerializationException",
+                "InvalidParameterValue",
+                &e.to_string(),
+            );
+        }
+    };
+    let mut state = lock(state);
+    let (queue, fifo) = queue_of(&entry.queue_url);
+    if let Some(refusal) = queue_refusal(&state.faults, &queue) {
+        state.stats.refused_requests += 1;
+        return refusal;
+    }
+    state.stats.entries += 1;
+    bill(&mut state, entry.size());
+    match entry_fate(&state.faults, &entry, fifo) {
+        Ok(()) => {
+            let mut accepted = accept(&mut state, &queue, fifo, &entry);
+            accepted.as_object_mut().map(|o| o.remove("Id"));
+            ok(accepted)
+        }
+        Err((refusal, _)) => {
+            state.stats.refused_requests += 1;
+            refusal_reply(&refusal)
+        }
+    }
+}
+
+/// Whether an entry is taken, or refused (and whether as a sender fault).
+fn entry_fate(faults: &Faults, entry: &Entry, fifo: bool) -> Result<(), (Refusal, bool)> {
+    check_entry(entry, fifo).map_err(|refusal| (refusal, true))?;
+    if let Some(marker) = &faults.refuse_bodies_containing {
+        if entry.message_body.contains(marker.as_str()) {
+            let message = "the message contains characters outside the allowed set".to_owned();
+            return Err((
+                Refusal {
+                    code: "InvalidMessageContents",
+                    query_code: "InvalidMessageContents",
+                    message,
+                },
+                true,
+            ));
+        }
+    }
+    if rand::random::<f64>() < faults.entry_fail_rate {
+        let message = "injected entry failure".to_owned();
+        return Err((
+            Refusal {
+                code: "InternalError",
+                query_code: "InternalError",
+                message,
+            },
+            false,
+        ));
+    }
+    Ok(())
+}
+
+fn accept(state: &mut State, queue: &str, fifo: bool, entry: &Entry) -> Value {
+    let message = StoredMessage {
+        message_id: uuid::Uuid::new_v4().to_string(),
+        body: entry.message_body.clone(),
+        group_id: entry.message_group_id.clone(),
+        deduplication_id: entry.message_deduplication_id.clone(),
+        attributes: entry
+            .message_attributes
+            .iter()
+            .map(|(name, a)| {
+                let value = a
+                    .string_value
+                    .clone()
+                    .or_else(|| a.binary_value.clone())
+                    .unwrap_or_default();
+                (name.clone(), a.data_type.clone(), value)
+            })
+            .collect(),
+        sequence_number: 0,
+        accepted_at_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    };
+    let (message_id, stored) = state
+        .queues
+        .entry(queue.to_owned())
+        .or_default()
+        .accept(message, fifo);
+    state.stats.accepted += 1;
+    if !stored {
+        state.stats.deduplicated += 1;
+    }
+    let md5 = hex(&Md5::digest(entry.message_body.as_bytes()));
+    let mut reply = json!({ "Id": entry.id, "MessageId": message_id, "MD5OfMessageBody": md5 });
+    if fifo {
+        let sequence = state.queues[queue]
+            .messages
+            .last()
+            .map_or(0, |m| m.sequence_number);
+        reply["SequenceNumber"] = json!(format!("{sequence:020}"));
+    }
+    reply
+}
+
+/// SQS bills every 64 KiB of a request as one request.
+fn bill(state: &mut State, payload: usize) {
+    state.stats.payload_bytes += payload as u64;
+    state.stats.billed_requests += payload.div_ceil(64 * 1024).max(1) as u64;
+}
+
+fn queue_of(url: &str) -> (String, bool) {
+    let name = url.rsplit('/').next().unwrap_or_default().to_owned();
+    let fifo = name.ends_with(".fifo");
+    (name, fifo)
+}
+
+fn queue_refusal(faults: &Faults, queue: &str) -> Option<Reply> {
+    if faults
+        .missing_queues_containing
+        .as_deref()
+        .is_some_and(|m| queue.contains(m))
+    {
+        let message = "The specified queue does not exist.";
+        return Some(error(
+            StatusCode::BAD_REQUEST,
+            "QueueDoesNotExist",
+            "AWS.SimpleQueueService.NonExistentQueue",
+            message,
+        ));
+    }
+    if faults.deny_sends {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "AccessDenied",
+            "access to the queue is denied",
+        ));
+    }
+    None
+}
+
+fn control_endpoint(
+    method: &Method,
+    path: &str,
+    query: &str,
+    body: &[u8],
+    state: &Shared,
+) -> Reply {
+    match (method, path) {
+        (&Method::GET, "stats") => ok(serde_json::to_value(&lock(state).stats).unwrap_or_default()),
+        (&Method::GET, "faults") => {
+            ok(serde_json::to_value(&lock(state).faults).unwrap_or_default())
+        }
+        (&Method::PUT | &Method::POST, "faults") => match serde_json::from_slice::<Faults>(body) {
+            Ok(faults) => {
+                lock(state).faults = faults;
+                ok(json!({}))
+            }
+            Err(e) => plain(StatusCode::BAD_REQUEST, &format!("faults: {e}\n")),
+        },
+        (&Method::GET, "messages") => {
+            let queue = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("queue="))
+                .unwrap_or_default();
+            let state = lock(state);
+            let messages = state
+                .queues
+                .get(queue)
+                .map(|q| q.messages.clone())
+                .unwrap_or_default();
+            ok(serde_json::to_value(messages).unwrap_or_default())
+        }
+        _ => plain(StatusCode::NOT_FOUND, "unknown control endpoint\n"),
+    }
+}
+
+fn refusal_reply(refusal: &Refusal) -> Reply {
+    error(
+        StatusCode::BAD_REQUEST,
+        refusal.code,
+        refusal.query_code,
+        &refusal.message,
+    )
+}
+
+fn error(status: StatusCode, code: &str, query_code: &str, message: &str) -> Reply {
+    let fault = if status.is_server_error() {
+        "Receiver"
+    } else {
+        "Sender"
+    };
+    let body = json!({ "__type": format!("com.amazonaws.sqs#{code}"), "message": message });
+    let mut reply = json_reply(status, &body);
+    if let Ok(value) = format!("{query_code};{fault}").parse() {
+        reply.headers_mut().insert("x-amzn-query-error", value);
+    }
+    reply
+}
+
+fn ok(body: Value) -> Reply {
+    json_reply(StatusCode::OK, &body)
+}
+
+fn json_reply(status: StatusCode, body: &Value) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
+    *reply.status_mut() = status;
+    reply.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/x-amz-json-1.0"),
+    );
+    reply
+}
+
+fn plain(status: StatusCode, text: &str) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from(text.to_owned())));
+    *reply.status_mut() = status;
+    reply
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn lock(state: &Shared) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,431 @@
+//! Delivery under faults: the release binary against the real broker and the in-process
+//! fault-injecting SQS stub, which throttles, fails requests and entries, drops connections
+//! and refuses queues on demand.
+
+#![cfg(feature = "e2e-tests")]
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use kafka_sqs_bridge::stub::{Faults, SqsStub};
+use support::*;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn stub_destination(name: &str, stub: &SqsStub, queue: &str, extra: &str) -> String {
+    format!(
+        "[[destinations]]\nname = \"{name}\"\nqueue_url = \"{}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
+         [destinations.delivery]\nretry_initial_ms = 20\nretry_max_ms = 500\ndestination_retry_max_ms = 1000\n{extra}\n",
+        stub.queue_url(queue),
+        stub.endpoint()
+    )
+}
+
+/// Waits until `queue` holds `count` messages.
+async fn wait_for_depth(
+    stub: &SqsStub,
+    queue: &str,
+    count: usize,
+    timeout: Duration,
+    bridge: &Bridge,
+) {
+    let deadline = Instant::now() + timeout;
+    while stub.depth(queue) < count {
+        assert!(
+            Instant::now() < deadline,
+            "{queue}: {} of {count} messages; log: {}",
+            stub.depth(queue),
+            bridge.log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn seq_of(m: &kafka_sqs_bridge::stub::StoredMessage) -> u64 {
+    parse_sample(&m.body).seq
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_errors_resets_and_failed_entries_lose_and_reorder_nothing() {
+    let services = Services::from_env();
+    let topic = unique("faults");
+    create_topic(&services, &topic, 4).await;
+    let faults = Faults {
+        throttle_rate: 0.1,
+        fail_rate: 0.05,
+        reset_rate: 0.03,
+        lose_reply_rate: 0.05,
+        entry_fail_rate: 0.15,
+        ..Faults::default()
+    };
+    let stub = SqsStub::start("127.0.0.1:0", faults).await.unwrap();
+    let records = sensor_records(5_000, 60, 3);
+    produce(&producer(&services), &topic, &records).await;
+
+    let group = unique("faults");
+    let port = free_port();
+    let config = base_config_on(&services, &group, &topic, port)
+        + &stub_destination("fifo", &stub, "q.fifo", "");
+    let mut bridge = Bridge::start(&config, "faults_random");
+    wait_for_depth(&stub, "q.fifo", 5_000, 3 * MINUTE, &bridge).await;
+    wait_for_commits(&services, &format!("{group}.fifo"), &topic, 4, MINUTE);
+
+    let messages = stub.messages("q.fifo");
+    let ids: HashSet<String> = messages.iter().map(|m| parse_sample(&m.body).id).collect();
+    assert_eq!(
+        messages.len(),
+        5_000,
+        "the queue holds duplicates or misses records"
+    );
+    assert_eq!(ids.len(), 5_000);
+    assert_eq!(assert_stub_ordered(&messages, seq_of), 60);
+
+    let stats = stub.stats();
+    assert!(
+        stats.failed_entries > 100 && stats.refused_requests > 20,
+        "faults were not injected: {stats:?}"
+    );
+    assert!(
+        stats.deduplicated > 0,
+        "no lost reply made the bridge resend what SQS took: {stats:?}"
+    );
+    let scrape = http_get(port, "/metrics").expect("metrics").1;
+    assert!(
+        metric(
+            &scrape,
+            "kafka_sqs_bridge_records_retried_total",
+            &[("destination", "fifo")]
+        ) > 0.0
+    );
+    assert_eq!(
+        metric(&scrape, "kafka_sqs_bridge_ordering_faults_total", &[]),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &scrape,
+            "kafka_sqs_bridge_records_sent_total",
+            &[("destination", "fifo")]
+        ),
+        5_000.0
+    );
+    eprintln!("stub saw {stats:?}");
+
+    bridge.signal("TERM");
+    assert!(
+        bridge
+            .wait(Duration::from_secs(30))
+            .expect("exits")
+            .success()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_queue_holds_back_only_its_own_destination_and_catches_up() {
+    let services = Services::from_env();
+    let topic = unique("isolation");
+    create_topic(&services, &topic, 4).await;
+    let stub = SqsStub::start("127.0.0.1:0", Faults::default())
+        .await
+        .unwrap();
+    let group = unique("isolation");
+    let port = free_port();
+    let config = base_config_on(&services, &group, &topic, port)
+        + &stub_destination("healthy", &stub, "healthy.fifo", "")
+        + &stub_destination("failing", &stub, "failing.fifo", "");
+    let mut bridge = Bridge::start(&config, "isolation");
+
+    // Records flow at a steady rate; half way through, the failing queue starts refusing.
+    let producer = producer(&services);
+    let records = sensor_records(3_000, 50, 2);
+    let mut produced = 0;
+    let mut refused_from = None;
+    for (round, chunk) in records.chunks(100).enumerate() {
+        if round == 5 {
+            stub.update_faults(|f| f.missing_queues_containing = Some("failing".into()));
+            refused_from = Some(stub.depth("healthy.fifo"));
+        }
+        produce(&producer, &topic, &stamped(chunk)).await;
+        produced += chunk.len();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_for_depth(&stub, "healthy.fifo", produced, MINUTE, &bridge).await;
+    let failing_during_outage = stub.depth("failing.fifo");
+
+    let split = refused_from.unwrap();
+    let scrape = http_get(port, "/metrics").expect("metrics").1;
+    assert_eq!(
+        metric(
+            &scrape,
+            "kafka_sqs_bridge_destination_failing",
+            &[("destination", "failing")]
+        ),
+        1.0
+    );
+    let (status, body) = http_get(port, "/readyz").unwrap();
+    assert_eq!(
+        status, 503,
+        "a refusing queue makes the bridge unready: {body}"
+    );
+    assert!(
+        failing_during_outage <= split + 100,
+        "the failing queue kept taking messages"
+    );
+
+    // The healthy queue's latency, from produce to acceptance, before and during the outage.
+    let healthy = stub.messages("healthy.fifo");
+    let before = latency_p99(&healthy[..split]);
+    let during = latency_p99(&healthy[split..]);
+    eprintln!(
+        "healthy destination p99: {before:?} before the other's outage, {during:?} during it"
+    );
+    assert!(
+        during < before.max(Duration::from_millis(200)) * 3,
+        "the healthy destination slowed down during the other's outage: p99 {during:?} against {before:?}"
+    );
+
+    stub.update_faults(|f| f.missing_queues_containing = None);
+    wait_for_depth(&stub, "failing.fifo", produced, MINUTE, &bridge).await;
+    for name in ["healthy", "failing"] {
+        wait_for_commits(&services, &format!("{group}.{name}"), &topic, 4, MINUTE);
+        let messages = stub.messages(&format!("{name}.fifo"));
+        assert_eq!(messages.len(), produced, "{name}");
+        assert_stub_ordered(&messages, seq_of);
+    }
+    bridge.signal("TERM");
+    assert!(
+        bridge
+            .wait(Duration::from_secs(30))
+            .expect("exits")
+            .success()
+    );
+}
+
+/// Records with the time they are produced in their value, `produced_at_ms`.
+fn stamped(records: &[TestRecord]) -> Vec<TestRecord> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    records
+        .iter()
+        .map(|r| {
+            let mut value: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+            value["produced_at_ms"] = now.into();
+            TestRecord {
+                value: serde_json::to_vec(&value).unwrap(),
+                ..r.clone()
+            }
+        })
+        .collect()
+}
+
+/// The 99th percentile of acceptance time minus `produced_at_ms`.
+fn latency_p99(messages: &[kafka_sqs_bridge::stub::StoredMessage]) -> Duration {
+    let mut latencies: Vec<u64> = messages
+        .iter()
+        .map(|m| {
+            let value: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+            m.accepted_at_ms
+                .saturating_sub(value["produced_at_ms"].as_u64().unwrap_or(m.accepted_at_ms))
+        })
+        .collect();
+    latencies.sort_unstable();
+    let index = (latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1));
+    Duration::from_millis(latencies.get(index).copied().unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undeliverable_records_are_dead_lettered_with_their_reason() {
+    let services = Services::from_env();
+    let topic = unique("poison");
+    let dead_letters = unique("poison-dlq");
+    create_topic(&services, &topic, 2).await;
+    create_topic(&services, &dead_letters, 1).await;
+    let stub = SqsStub::start(
+        "127.0.0.1:0",
+        Faults {
+            refuse_bodies_containing: Some("REFUSE-ME".into()),
+            ..Faults::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    let good = |i: usize| TestRecord {
+        key: Some(format!("dev-{}", i % 5).into_bytes()),
+        value: format!("{{\"id\":\"good-{i}\",\"n\":{i}}}").into_bytes(),
+        headers: vec![],
+        partition: Some((i % 2) as i32),
+    };
+    let mut records: Vec<TestRecord> = (0..40).map(good).collect();
+    let poison = [
+        (
+            "too_large",
+            format!("{{\"id\":\"big\",\"pad\":\"{}\"}}", "x".repeat(70_000)),
+        ),
+        ("missing_deduplication_id", "{\"no_id\":true}".to_owned()),
+        (
+            "refused_by_sqs",
+            "{\"id\":\"bad\",\"text\":\"REFUSE-ME\"}".to_owned(),
+        ),
+    ];
+    for (i, (_, value)) in poison.iter().enumerate() {
+        records.insert(
+            10 + i * 10,
+            TestRecord {
+                key: Some(b"dev-1".to_vec()),
+                value: value.clone().into_bytes(),
+                headers: vec![("trace".into(), b"t-1".to_vec())],
+                partition: Some(1),
+            },
+        );
+    }
+    let coordinates = produce(&producer(&services), &topic, &records).await;
+
+    let group = unique("poison");
+    let extra = format!(
+        "on_undeliverable = \"dead_letter\"\ndead_letter_topic = \"{dead_letters}\"\n\
+         [destinations.message]\ndeduplication_id = {{ json_pointer = \"/id\" }}\n\
+         [destinations.batch]\nmax_batch_bytes = 65536\n"
+    );
+    let config =
+        base_config(&services, &group, &topic) + &stub_destination("fifo", &stub, "q.fifo", &extra);
+    let mut bridge = Bridge::start(&config, "poison_dead_letter");
+    wait_for_depth(&stub, "q.fifo", 40, MINUTE, &bridge).await;
+    wait_for_commits(&services, &format!("{group}.fifo"), &topic, 2, MINUTE);
+
+    let dead = consume_topic(&services, &dead_letters, 3, MINUTE);
+    assert_eq!(dead.len(), 3, "dead letters: {dead:?}");
+    for (i, (reason, value)) in poison.iter().enumerate() {
+        let letter = dead
+            .iter()
+            .find(|d| {
+                d.headers
+                    .get("bridge.dead-letter.reason")
+                    .map(String::as_str)
+                    == Some(*reason)
+            })
+            .unwrap_or_else(|| panic!("no dead letter for {reason}: {dead:?}"));
+        let (partition, offset) = coordinates[10 + i * 10];
+        assert_eq!(letter.value.as_deref(), Some(value.as_bytes()));
+        assert_eq!(letter.headers["bridge.source.topic"], topic);
+        assert_eq!(
+            letter.headers["bridge.source.partition"],
+            partition.to_string()
+        );
+        assert_eq!(letter.headers["bridge.source.offset"], offset.to_string());
+        assert_eq!(letter.headers["bridge.dead-letter.destination"], "fifo");
+        assert_eq!(
+            letter.headers["trace"], "t-1",
+            "the record's own headers are kept"
+        );
+        assert!(!letter.headers["bridge.dead-letter.error"].is_empty());
+    }
+    assert_eq!(stub.messages("q.fifo").len(), 40);
+    bridge.signal("TERM");
+    assert!(
+        bridge
+            .wait(Duration::from_secs(30))
+            .expect("exits")
+            .success()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_policy_halts_naming_the_record() {
+    let services = Services::from_env();
+    let topic = unique("stop");
+    create_topic(&services, &topic, 1).await;
+    let stub = SqsStub::start("127.0.0.1:0", Faults::default())
+        .await
+        .unwrap();
+    let records = vec![
+        TestRecord {
+            key: Some(b"k".to_vec()),
+            value: b"{\"id\":\"a\"}".to_vec(),
+            headers: vec![],
+            partition: Some(0),
+        },
+        TestRecord {
+            key: Some(b"k".to_vec()),
+            value: b"{\"nope\":1}".to_vec(),
+            headers: vec![],
+            partition: Some(0),
+        },
+    ];
+    produce(&producer(&services), &topic, &records).await;
+    let group = unique("stop");
+    let extra = "on_undeliverable = \"stop\"\n[destinations.message]\ndeduplication_id = { json_pointer = \"/id\" }\n";
+    let config =
+        base_config(&services, &group, &topic) + &stub_destination("fifo", &stub, "q.fifo", extra);
+    let mut bridge = Bridge::start(&config, "poison_stop");
+    let status = bridge.wait(MINUTE).expect("the bridge stops by itself");
+    assert_eq!(status.code(), Some(1));
+    let log = bridge.log_text();
+    assert!(
+        log.contains(&format!("{topic}/0@1")),
+        "the log names the record: {log}"
+    );
+    let committed = committed_offsets(&services, &format!("{group}.fifo"), &topic, 1);
+    assert!(
+        committed[&0] <= 1,
+        "the halting record must not be committed past: {committed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backpressure_pauses_partitions_and_still_delivers_everything() {
+    let services = Services::from_env();
+    let topic = unique("pressure");
+    create_topic(&services, &topic, 4).await;
+    let stub = SqsStub::start(
+        "127.0.0.1:0",
+        Faults {
+            delay_ms: 100,
+            ..Faults::default()
+        },
+    )
+    .await
+    .unwrap();
+    produce(&producer(&services), &topic, &sensor_records(3_000, 20, 2)).await;
+    let group = unique("pressure");
+    let port = free_port();
+    let extra = "max_buffered_bytes = 131072\n[destinations.batch]\nmax_in_flight = 2\n";
+    let config = base_config_on(&services, &group, &topic, port)
+        + &stub_destination("fifo", &stub, "q.fifo", extra);
+    let mut bridge = Bridge::start(&config, "backpressure");
+
+    let mut paused_seen = false;
+    let mut max_buffered = 0.0f64;
+    let deadline = Instant::now() + 2 * MINUTE;
+    while stub.depth("q.fifo") < 3_000 {
+        assert!(
+            Instant::now() < deadline,
+            "stalled at {}",
+            stub.depth("q.fifo")
+        );
+        if let Some((_, scrape)) = http_get(port, "/metrics") {
+            paused_seen |= metric(&scrape, "kafka_sqs_bridge_paused_partitions", &[]) > 0.0;
+            max_buffered =
+                max_buffered.max(metric(&scrape, "kafka_sqs_bridge_buffered_bytes", &[]));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(paused_seen, "partitions were never paused");
+    eprintln!("peak buffered bytes seen: {max_buffered}");
+    assert!(
+        max_buffered < 4.0 * 131_072.0,
+        "buffered {max_buffered} bytes against a budget of 131072"
+    );
+    wait_for_commits(&services, &format!("{group}.fifo"), &topic, 4, MINUTE);
+    bridge.signal("TERM");
+    assert!(
+        bridge
+            .wait(Duration::from_secs(30))
+            .expect("exits")
+            .success()
+    );
+}
