@@ -5,8 +5,9 @@
 //!   [`STALL_AFTER`]; a loop turns at least once per commit interval, so a failure means the
 //!   process is wedged and a restart can help.
 //! - `/readyz` answers 200 once every destination's consumer has joined its group (received
-//!   an assignment, even an empty one) and no destination's queue refuses requests as a
-//!   whole. A slow or throttling queue keeps it ready: restarting would not help that.
+//!   an assignment, even an empty one), while no destination's queue refuses requests as a
+//!   whole and none has failed every request for `admin.unready_after_failing_ms`. A slow queue, or one
+//!   that throttles now and then, keeps it ready: restarting would not help that.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,6 +37,8 @@ pub struct DestinationHealth {
     last_turn_ms: AtomicU64,
     joined: AtomicBool,
     refused: AtomicBool,
+    /// When the current run of failed requests began; 0 while requests succeed.
+    failing_since_ms: AtomicU64,
 }
 
 impl DestinationHealth {
@@ -50,18 +53,49 @@ impl DestinationHealth {
     pub fn set_refused(&self, refused: bool) {
         self.refused.store(refused, Ordering::Relaxed);
     }
+
+    /// A request reached SQS and was answered.
+    pub fn request_succeeded(&self) {
+        self.failing_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// A request failed as a whole.
+    pub fn request_failed(&self) {
+        let _ = self.failing_since_ms.compare_exchange(
+            0,
+            now_ms(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    fn failing_for_ms(&self, now: u64) -> u64 {
+        let since = self.failing_since_ms.load(Ordering::Relaxed);
+        if since == 0 {
+            0
+        } else {
+            now.saturating_sub(since)
+        }
+    }
 }
 
 /// The health of every destination, by name.
 #[derive(Debug, Default)]
 pub struct Health {
     destinations: Mutex<BTreeMap<String, Arc<DestinationHealth>>>,
+    unready_after_failing_ms: AtomicU64,
 }
 
 impl Health {
     pub fn global() -> Arc<Health> {
         static GLOBAL: OnceLock<Arc<Health>> = OnceLock::new();
         Arc::clone(GLOBAL.get_or_init(Arc::default))
+    }
+
+    /// How long every request of a destination may fail before it counts as not ready.
+    pub fn set_unready_after_failing(&self, after: Duration) {
+        self.unready_after_failing_ms
+            .store(after.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// The health record of `destination`, created on first use.
@@ -100,12 +134,16 @@ impl Health {
             return Err("no destination started yet\n".into());
         }
         let mut problems = Vec::new();
+        let now = now_ms();
+        let limit = self.unready_after_failing_ms.load(Ordering::Relaxed);
         for (name, h) in map.iter() {
             if !h.joined.load(Ordering::Relaxed) {
                 problems.push(format!("{name}: not in its consumer group yet"));
             }
             if h.refused.load(Ordering::Relaxed) {
                 problems.push(format!("{name}: the queue refuses requests"));
+            } else if h.failing_for_ms(now) > limit {
+                problems.push(format!("{name}: every request failed for over {limit} ms"));
             }
         }
         if problems.is_empty() {

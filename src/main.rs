@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use kafka_sqs_bridge::admin::{self, Health};
@@ -80,6 +81,8 @@ fn run(config: Config) -> ExitCode {
         }
         let metrics = Metrics::global();
         metrics.up.set(1);
+        let unready_after = Duration::from_millis(config.admin.unready_after_failing_ms);
+        Health::global().set_unready_after_failing(unready_after);
         let listener = match admin::bind(&config.admin.listen).await {
             Ok(listener) => listener,
             Err(error) => {

@@ -10,6 +10,24 @@ use prometheus::{
 
 const PREFIX: &str = "kafka_sqs_bridge";
 
+/// Reasons a record can never be sent (see `message::Unsendable::as_label`).
+pub const UNDELIVERABLE_REASONS: [&str; 4] = [
+    "too_large",
+    "missing_group_id",
+    "missing_deduplication_id",
+    "refused_by_sqs",
+];
+const RETRY_REASONS: [&str; 3] = ["transient", "destination", "request"];
+const HEADER_DROP_REASONS: [&str; 6] = [
+    "invalid_name",
+    "reserved_name",
+    "duplicate_name",
+    "empty_value",
+    "too_many",
+    "message_too_large",
+];
+const REQUEST_OUTCOMES: [&str; 5] = ["ok", "partial", "transient", "destination", "request"];
+
 /// The bridge's metrics and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
@@ -194,6 +212,89 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         metrics
+    }
+
+    /// Creates every series of a destination at zero, so that dashboards and alerts see a
+    /// flat line rather than no data before the first event of a kind.
+    pub fn init_destination(&self, destination: &str, topics: &[&str]) {
+        let d = [destination];
+        for topic in topics {
+            self.records_received
+                .with_label_values(&[destination, topic]);
+        }
+        for counter in [
+            &self.records_filtered,
+            &self.records_sent,
+            &self.ordering_faults,
+            &self.sqs_throttled,
+            &self.commit_failures,
+        ] {
+            counter.with_label_values(&d);
+        }
+        for gauge in [
+            &self.in_flight_batches,
+            &self.buffered_bytes,
+            &self.paused_partitions,
+            &self.assigned_partitions,
+            &self.destination_failing,
+        ] {
+            gauge.with_label_values(&d);
+        }
+        for histogram in [
+            &self.sqs_request_duration,
+            &self.batch_entries,
+            &self.batch_bytes,
+            &self.end_to_end_latency,
+        ] {
+            histogram.with_label_values(&d);
+        }
+        for reason in UNDELIVERABLE_REASONS {
+            for counter in [
+                &self.records_failed,
+                &self.records_skipped,
+                &self.records_dead_lettered,
+            ] {
+                counter.with_label_values(&[destination, reason]);
+            }
+        }
+        self.records_skipped
+            .with_label_values(&[destination, "empty_value"]);
+        for reason in RETRY_REASONS {
+            self.records_retried
+                .with_label_values(&[destination, reason]);
+        }
+        for reason in HEADER_DROP_REASONS {
+            self.headers_dropped
+                .with_label_values(&[destination, reason]);
+        }
+        for outcome in REQUEST_OUTCOMES {
+            self.sqs_requests.with_label_values(&[destination, outcome]);
+        }
+        for kind in ["assign", "revoke", "error"] {
+            self.rebalances.with_label_values(&[destination, kind]);
+        }
+    }
+
+    /// Records offsets handed to Kafka for commit.
+    pub fn committed(
+        &self,
+        destination: &str,
+        offsets: &[(crate::kafka::progress::PartitionKey, i64)],
+    ) {
+        for (key, offset) in offsets {
+            let partition = key.partition.to_string();
+            self.committed_offset
+                .with_label_values(&[destination, &key.topic, &partition])
+                .set(*offset);
+        }
+    }
+
+    /// Drops the per-partition series of partitions this instance no longer owns.
+    pub fn forget_partition(&self, destination: &str, topic: &str, partition: i32) {
+        let partition = partition.to_string();
+        let labels = [destination, topic, partition.as_str()];
+        let _ = self.consumer_lag.remove_label_values(&labels);
+        let _ = self.committed_offset.remove_label_values(&labels);
     }
 
     /// The metrics in the Prometheus text format.

@@ -259,6 +259,9 @@ pub struct AdminConfig {
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[serde(default = "defaults::admin_listen")]
     pub listen: String,
+    /// `/readyz` fails once every request of a destination failed for this long.
+    #[serde(default = "defaults::unready_after_failing_ms")]
+    pub unready_after_failing_ms: u64,
 }
 
 impl Default for MessageConfig {
@@ -320,6 +323,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: defaults::admin_listen(),
+            unready_after_failing_ms: defaults::unready_after_failing_ms(),
         }
     }
 }
@@ -367,6 +371,9 @@ mod defaults {
     }
     pub fn log_level() -> String {
         "info".to_owned()
+    }
+    pub fn unready_after_failing_ms() -> u64 {
+        60_000
     }
     pub fn admin_listen() -> String {
         "127.0.0.1:9464".to_owned()

@@ -70,7 +70,9 @@ pub fn client_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
         .set(
             "client.id",
             format!("kafka-sqs-bridge-{}", env!("CARGO_PKG_VERSION")),
-        );
+        )
+        // Statistics carry each partition's lag, for the lag metric.
+        .set("statistics.interval.ms", "5000");
     let consumer_protocol = kafka
         .properties
         .get("group.protocol")
@@ -102,6 +104,35 @@ impl ClientContext for BridgeContext {
     fn error(&self, error: KafkaError, reason: &str) {
         warn!(destination = %self.destination, %error, "Kafka client error: {reason}");
     }
+
+    /// Sets each owned partition's lag from librdkafka's statistics. Only the few fields
+    /// needed are read: the full statistics type does not parse every librdkafka version.
+    fn stats_raw(&self, statistics: &[u8]) {
+        let Ok(stats) = serde_json::from_slice::<serde_json::Value>(statistics) else {
+            debug!(destination = %self.destination, "librdkafka statistics are not JSON");
+            return;
+        };
+        let Some(topics) = stats["topics"].as_object() else {
+            return;
+        };
+        for (topic, topic_stats) in topics {
+            let Some(partitions) = topic_stats["partitions"].as_object() else {
+                continue;
+            };
+            for (partition, p) in partitions {
+                // -1 is librdkafka's internal unassigned partition; a negative lag is unknown.
+                let owned = p["desired"].as_bool() == Some(true);
+                let lag = p["consumer_lag"].as_i64().filter(|lag| *lag >= 0);
+                let (Some(lag), true, false) = (lag, owned, partition.starts_with('-')) else {
+                    continue;
+                };
+                self.metrics
+                    .consumer_lag
+                    .with_label_values(&[self.destination.as_str(), topic, partition])
+                    .set(lag);
+            }
+        }
+    }
 }
 
 impl ConsumerContext for BridgeContext {
@@ -124,6 +155,10 @@ impl ConsumerContext for BridgeContext {
                         "partitions lost; their unacknowledged records will be read again by the new owner"
                     );
                     self.progress.abandon(&partitions);
+                    for key in &partitions {
+                        self.metrics
+                            .forget_partition(&self.destination, &key.topic, key.partition);
+                    }
                     return;
                 }
                 self.finish_revoked(consumer, &partitions);
@@ -146,20 +181,9 @@ impl ConsumerContext for BridgeContext {
             .set(i64::try_from(assigned).unwrap_or(i64::MAX));
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         match result {
-            Ok(()) => {
-                for element in offsets.elements() {
-                    if let Offset::Offset(offset) = element.offset() {
-                        let partition = element.partition().to_string();
-                        self.metrics
-                            .committed_offset
-                            .with_label_values(&[&self.destination, element.topic(), &partition])
-                            .set(offset);
-                    }
-                }
-            }
-            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(error) => {
                 warn!(destination = %self.destination, %error, "offset commit failed; it is retried with the next one");
                 self.metrics
@@ -195,16 +219,23 @@ impl BridgeContext {
             );
         }
         let finals = self.progress.revoke(partitions);
+        for key in partitions {
+            self.metrics
+                .forget_partition(&self.destination, &key.topic, key.partition);
+        }
         info!(destination = %self.destination, partitions = %describe(partitions), "partitions revoked");
         if finals.is_empty() {
             return;
         }
-        if let Err(error) = consumer.commit(&offsets_list(&finals), CommitMode::Sync) {
-            warn!(destination = %self.destination, %error, "commit of revoked partitions failed");
-            self.metrics
-                .commit_failures
-                .with_label_values(&[&self.destination])
-                .inc();
+        match consumer.commit(&offsets_list(&finals), CommitMode::Sync) {
+            Ok(()) => self.metrics.committed(&self.destination, &finals),
+            Err(error) => {
+                warn!(destination = %self.destination, %error, "commit of revoked partitions failed");
+                self.metrics
+                    .commit_failures
+                    .with_label_values(&[&self.destination])
+                    .inc();
+            }
         }
     }
 

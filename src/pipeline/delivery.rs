@@ -137,6 +137,10 @@ impl Delivery {
             .with_label_values(&[destination])
             .observe(bytes as f64);
         let result = self.sender.send(&messages).await;
+        match &result {
+            Ok(_) => self.health.request_succeeded(),
+            Err(_) => self.health.request_failed(),
+        }
         let elapsed = match &result {
             Ok(reply) => reply.elapsed,
             Err(failure) => failure.elapsed,

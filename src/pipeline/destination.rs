@@ -83,6 +83,7 @@ impl DestinationLoop {
         let health = Health::global().destination(&name);
         let topics: Vec<&str> = d.topics(&config.kafka).iter().map(|t| t.as_str()).collect();
         let group = group_id(config, d);
+        metrics.init_destination(&name, &topics);
         let consumer = create_consumer(
             &config.kafka,
             &group,
@@ -342,12 +343,15 @@ impl DestinationLoop {
             return;
         }
         debug!(destination = %self.name, partitions = offsets.len(), "committing offsets");
-        if let Err(error) = self.consumer.commit(&offsets_list(&offsets), mode) {
-            warn!(destination = %self.name, %error, "offset commit failed; it is retried with the next one");
-            self.metrics
-                .commit_failures
-                .with_label_values(&[&self.name])
-                .inc();
+        match self.consumer.commit(&offsets_list(&offsets), mode) {
+            Ok(()) => self.metrics.committed(&self.name, &offsets),
+            Err(error) => {
+                warn!(destination = %self.name, %error, "offset commit failed; it is retried with the next one");
+                self.metrics
+                    .commit_failures
+                    .with_label_values(&[&self.name])
+                    .inc();
+            }
         }
     }
 
