@@ -3,7 +3,10 @@
 //! problem found is reported at once, each with its key, where the value came from and what
 //! was expected.
 
+pub mod credentials_csv;
 mod model;
+pub mod secret;
+pub mod security;
 mod validate;
 pub mod values;
 
@@ -79,9 +82,15 @@ impl Config {
             ));
         }
         let figment = Figment::new().merge(Toml::file_exact(path)).merge(env);
-        let config: Config = figment.extract().map_err(from_figment)?;
-        validate::check(&config, &|key| origin_of(&figment, key))?;
-        Ok(config)
+        let mut config: Config = figment.extract().map_err(from_figment)?;
+        let origin = |key: &str| origin_of(&figment, key);
+        let mut problems = validate::check(&config, &origin);
+        problems.extend(validate::resolve_secrets(&mut config, &origin));
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
     }
 
     /// The effective configuration as TOML, as `check` prints it.

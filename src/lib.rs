@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod connect;
 pub mod kafka;
 pub mod message;
 pub mod metrics;

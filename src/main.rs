@@ -36,6 +36,12 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Also reach Kafka (brokers and topics) and resolve each destination's credentials.
+        #[arg(long)]
+        connect: bool,
+        /// With --connect: send one probe message to each queue.
+        #[arg(long, requires = "connect")]
+        send_probe: bool,
     },
 }
 
@@ -44,7 +50,7 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (Command::Run { config: path } | Command::Check { config: path }) = &cli.command;
+    let (Command::Run { config: path } | Command::Check { config: path, .. }) = &cli.command;
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(error) => {
@@ -53,10 +59,11 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Check { .. } => {
+        Command::Check { connect: false, .. } => {
             print!("{}", config.to_toml());
             ExitCode::SUCCESS
         }
+        Command::Check { send_probe, .. } => check_connectivity(&config, send_probe),
         Command::Run { .. } => run(config),
     }
 }
@@ -105,6 +112,27 @@ fn run(config: Config) -> ExitCode {
             }
         }
     })
+}
+
+fn check_connectivity(config: &Config, send_probe: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("kafka-sqs-bridge: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let all_ok = runtime.block_on(kafka_sqs_bridge::connect::check_connectivity(
+        config, send_probe,
+    ));
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_RUNTIME)
+    }
 }
 
 fn init_logging(config: &Config) {

@@ -4,6 +4,7 @@
 //! knows about Kafka.
 
 pub mod client;
+pub mod credentials;
 pub mod errors;
 pub mod retry;
 pub mod scheduler;

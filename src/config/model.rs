@@ -3,10 +3,9 @@
 //! checked while deserializing (see [`super::values`]), so that the error names the key and
 //! where it came from; rules that span several keys live in [`super::validate`].
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
+use super::security::{CredentialsConfig, KafkaProperties, KafkaSecurity};
 use super::values::{BatchBytes, DestinationName, JsonPointer, MaxEntries, QueueUrl, TopicName};
 
 /// The whole configuration file.
@@ -43,9 +42,12 @@ pub struct KafkaConfig {
     /// How long a revoked partition's in-flight batches may take before the revoke goes on.
     #[serde(default = "defaults::revoke_timeout_ms")]
     pub revoke_timeout_ms: u64,
-    /// librdkafka properties passed through as given (`security.protocol`, `fetch.max.bytes`).
+    /// TLS and SASL.
     #[serde(default)]
-    pub properties: BTreeMap<String, String>,
+    pub security: KafkaSecurity,
+    /// librdkafka properties passed through as given (`fetch.max.bytes`, `client.rack`).
+    #[serde(default)]
+    pub properties: KafkaProperties,
 }
 
 /// One customer queue and how records become its messages.
@@ -74,6 +76,9 @@ pub struct DestinationConfig {
     pub batch: BatchConfig,
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// The AWS credentials that reach this queue.
+    #[serde(default)]
+    pub credentials: CredentialsConfig,
 }
 
 /// Where a string is read from a record.

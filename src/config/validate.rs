@@ -2,9 +2,10 @@
 
 use std::collections::HashSet;
 
-use super::{
-    Config, ConfigError, DestinationConfig, EmptyValuePolicy, Problem, UndeliverablePolicy,
-};
+use super::credentials_csv::read_access_key;
+use super::secret::Secret;
+use super::security::SaslMechanism;
+use super::{Config, DestinationConfig, EmptyValuePolicy, Problem, UndeliverablePolicy};
 use crate::config::BodyFormat;
 
 /// librdkafka properties that the bridge sets itself: overriding them would break the
@@ -23,7 +24,7 @@ const OWNED_PROPERTIES: &[(&str, &str)] = &[
 ];
 
 /// Checks `config`; `origin` tells where the value at a dotted key came from.
-pub(super) fn check(config: &Config, origin: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+pub(super) fn check(config: &Config, origin: &dyn Fn(&str) -> String) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut report = |key: String, message: String| {
         let origin = origin(&key);
@@ -75,11 +76,7 @@ pub(super) fn check(config: &Config, origin: &dyn Fn(&str) -> String) -> Result<
         }
     }
 
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigError { problems })
-    }
+    problems
 }
 
 /// Problems of one destination, as (key below the destination, message).
@@ -146,4 +143,142 @@ fn destination_problems(config: &Config, d: &DestinationConfig) -> Vec<(&'static
         ));
     }
     problems
+}
+
+/// Reads the secrets the configuration points to (password files and variables) into
+/// `config`, and checks the files it names: TLS files exist, credentials files parse.
+pub(super) fn resolve_secrets(
+    config: &mut Config,
+    origin: &dyn Fn(&str) -> String,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut report = |key: &str, message: String| {
+        problems.push(Problem {
+            key: key.to_owned(),
+            origin: origin(key),
+            message,
+        });
+    };
+    let security = &mut config.kafka.security;
+    let sasl = security.protocol.uses_sasl();
+    let tls = security.protocol.uses_tls();
+    let key = |name: &str| format!("kafka.security.{name}");
+
+    if sasl {
+        match security.sasl_mechanism {
+            None => report(
+                &key("sasl_mechanism"),
+                "SASL needs a mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER".into(),
+            ),
+            Some(SaslMechanism::OauthBearer) => {}
+            Some(_) => {
+                if security.sasl_username.is_none() {
+                    report(
+                        &key("sasl_username"),
+                        "PLAIN and SCRAM need a user name".into(),
+                    );
+                }
+                match (&security.sasl_password_file, &security.sasl_password_env) {
+                    (Some(file), None) => match read_secret_file(file) {
+                        Ok(secret) => security.resolved.sasl_password = Some(secret),
+                        Err(message) => report(&key("sasl_password_file"), message),
+                    },
+                    (None, Some(variable)) => match std::env::var(variable) {
+                        Ok(value) if !value.is_empty() => {
+                            security.resolved.sasl_password = Some(Secret::new(value))
+                        }
+                        _ => report(
+                            &key("sasl_password_env"),
+                            format!("the environment variable {variable} is not set"),
+                        ),
+                    },
+                    _ => report(
+                        &key("sasl_password_file"),
+                        "set exactly one of sasl_password_file and sasl_password_env".into(),
+                    ),
+                }
+            }
+        }
+    } else if security.sasl_mechanism.is_some() || security.sasl_username.is_some() {
+        report(
+            &key("protocol"),
+            "SASL settings need protocol = \"sasl_plaintext\" or \"sasl_ssl\"".into(),
+        );
+    }
+
+    let tls_files = [
+        ("ca_file", &security.ca_file),
+        ("certificate_file", &security.certificate_file),
+        ("key_file", &security.key_file),
+    ];
+    for (name, file) in tls_files {
+        let Some(file) = file else { continue };
+        if !tls {
+            report(
+                &key("protocol"),
+                format!("{name} needs protocol = \"ssl\" or \"sasl_ssl\""),
+            );
+        } else if let Err(e) = std::fs::File::open(file) {
+            report(&key(name), format!("cannot read {}: {e}", file.display()));
+        }
+    }
+    if security.certificate_file.is_some() != security.key_file.is_some() {
+        report(
+            &key("key_file"),
+            "a client certificate needs both certificate_file and key_file".into(),
+        );
+    }
+    if let Some(file) = &security.key_password_file {
+        match read_secret_file(file) {
+            Ok(secret) => security.resolved.key_password = Some(secret),
+            Err(message) => report(&key("key_password_file"), message),
+        }
+    }
+
+    for (index, destination) in config.destinations.iter().enumerate() {
+        let key = |name: &str| format!("destinations.{index}.credentials.{name}");
+        let credentials = &destination.credentials;
+        if let Some(file) = &credentials.csv_file {
+            if let Err(e) = read_access_key(file) {
+                report(&key("csv_file"), e.to_string());
+            }
+        }
+        if let Some(role) = &credentials.assume_role {
+            if !role.role_arn.starts_with("arn:") || !role.role_arn.contains(":role/") {
+                report(
+                    &key("assume_role.role_arn"),
+                    format!(
+                        "{:?} is not a role ARN (arn:aws:iam::ACCOUNT:role/NAME)",
+                        role.role_arn
+                    ),
+                );
+            }
+            if !(900..=43_200).contains(&role.duration_s) {
+                report(
+                    &key("assume_role.duration_s"),
+                    format!("{} s; STS takes 900 to 43200", role.duration_s),
+                );
+            }
+            if let Some(endpoint) = &role.sts_endpoint_url {
+                if url::Url::parse(endpoint).is_err() {
+                    report(
+                        &key("assume_role.sts_endpoint_url"),
+                        format!("{endpoint:?} is not a URL"),
+                    );
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// The first line of a file, without its line end: how secrets are mounted.
+fn read_secret_file(path: &std::path::Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value = text.lines().next().unwrap_or_default().trim_end();
+    if value.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(Secret::new(value))
 }

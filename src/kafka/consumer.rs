@@ -21,6 +21,7 @@ use tracing::{debug, error, info, warn};
 use super::progress::{PartitionKey, Progress};
 use crate::admin::DestinationHealth;
 use crate::config::KafkaConfig;
+use crate::config::security::KafkaSecurity;
 use crate::metrics::Metrics;
 use crate::record::{Header, Record};
 
@@ -81,10 +82,40 @@ pub fn client_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
         // Incremental rebalances: a new instance takes partitions without stopping the others.
         config.set("partition.assignment.strategy", "cooperative-sticky");
     }
-    for (name, value) in &kafka.properties {
+    apply_security(&mut config, &kafka.security);
+    for (name, value) in kafka.properties.iter() {
         config.set(name, value);
     }
     config
+}
+
+/// TLS and SASL settings, with the secrets read at load time.
+fn apply_security(config: &mut ClientConfig, security: &KafkaSecurity) {
+    config.set("security.protocol", security.protocol.librdkafka_name());
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    if let Some(file) = &security.ca_file {
+        config.set("ssl.ca.location", path(file));
+    }
+    if let Some(file) = &security.certificate_file {
+        config.set("ssl.certificate.location", path(file));
+    }
+    if let Some(file) = &security.key_file {
+        config.set("ssl.key.location", path(file));
+    }
+    if let Some(password) = &security.resolved.key_password {
+        config.set("ssl.key.password", password.expose());
+    }
+    if security.protocol.uses_sasl() {
+        if let Some(mechanism) = security.sasl_mechanism {
+            config.set("sasl.mechanisms", mechanism.librdkafka_name());
+        }
+        if let Some(user) = &security.sasl_username {
+            config.set("sasl.username", user);
+        }
+        if let Some(password) = &security.resolved.sasl_password {
+            config.set("sasl.password", password.expose());
+        }
+    }
 }
 
 impl ClientContext for BridgeContext {

@@ -20,6 +20,7 @@ fn destination(queue: &str, message: MessageConfig) -> DestinationConfig {
         message,
         batch: BatchConfig::default(),
         delivery: DeliveryConfig::default(),
+        credentials: Default::default(),
     }
 }
 

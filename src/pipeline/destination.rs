@@ -106,6 +106,7 @@ impl DestinationLoop {
             region: region.expect("validated: a region is known"),
             endpoint_url: d.endpoint_url.clone(),
             request_timeout: Duration::from_millis(d.delivery.request_timeout_ms),
+            credentials: d.credentials.clone(),
         };
         let sender = BatchSender::new(
             build_client(&settings).await,

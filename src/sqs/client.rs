@@ -9,16 +9,19 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_sqs::config::Region;
 
+use super::credentials::credentials_provider;
+use crate::config::security::CredentialsConfig;
+
 /// Where and how to reach one queue.
 #[derive(Clone, Debug)]
 pub struct ClientSettings {
     pub region: String,
     pub endpoint_url: Option<String>,
     pub request_timeout: Duration,
+    pub credentials: CredentialsConfig,
 }
 
-/// An SQS client with the default credential chain (environment, profile, web identity,
-/// container and instance credentials).
+/// An SQS client with the destination's credentials: see [`super::credentials`].
 pub async fn build_client(settings: &ClientSettings) -> aws_sdk_sqs::Client {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(settings.region.clone()))
@@ -26,6 +29,9 @@ pub async fn build_client(settings: &ClientSettings) -> aws_sdk_sqs::Client {
         .timeout_config(timeouts(settings.request_timeout));
     if let Some(endpoint) = &settings.endpoint_url {
         loader = loader.endpoint_url(endpoint);
+    }
+    if let Some(provider) = credentials_provider(&settings.credentials, &settings.region).await {
+        loader = loader.credentials_provider(provider);
     }
     let sdk_config = loader.load().await;
     aws_sdk_sqs::Client::new(&sdk_config)
