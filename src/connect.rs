@@ -8,7 +8,7 @@ use aws_credential_types::provider::ProvideCredentials;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::config::{Config, DestinationConfig};
-use crate::kafka::consumer::client_config;
+use crate::kafka::consumer::{client_config, describe_error};
 use crate::message::OutgoingMessage;
 use crate::sqs::client::{ClientSettings, build_client};
 use crate::sqs::credentials::credentials_provider;
@@ -63,7 +63,7 @@ fn check_kafka(config: &Config) -> Result<String, String> {
     let consumer: BaseConsumer =
         client_config(&config.kafka, &format!("{}.check", config.kafka.group_id))
             .create()
-            .map_err(|e| format!("cannot create a client: {e}"))?;
+            .map_err(|e| format!("cannot create a client: {}", describe_error(&e)))?;
     let metadata = consumer
         .fetch_metadata(None, TIMEOUT)
         .map_err(|e| format!("brokers unreachable: {e}"))?;

@@ -18,16 +18,10 @@ use crate::shutdown::Shutdown;
 /// Why a destination stopped before it was asked to.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("destination {destination}: cannot create the Kafka consumer: {source}")]
-    Consumer {
-        destination: String,
-        source: rdkafka::error::KafkaError,
-    },
-    #[error("destination {destination}: cannot create the dead-letter producer: {source}")]
-    DeadLetterProducer {
-        destination: String,
-        source: rdkafka::error::KafkaError,
-    },
+    #[error("destination {destination}: cannot create the Kafka consumer: {reason}")]
+    Consumer { destination: String, reason: String },
+    #[error("destination {destination}: cannot create the dead-letter producer: {reason}")]
+    DeadLetterProducer { destination: String, reason: String },
     #[error("destination {destination}: stopped on an undeliverable record: {reason}")]
     Halted { destination: String, reason: String },
 }

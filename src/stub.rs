@@ -42,6 +42,8 @@ pub struct Stats {
     pub payload_bytes: u64,
     /// Requests as SQS bills them: every 64 KiB of a request counts as one.
     pub billed_requests: u64,
+    /// The access key ids requests were signed with.
+    pub access_keys: std::collections::BTreeSet<String>,
 }
 
 #[derive(Default)]

@@ -89,6 +89,17 @@ pub fn client_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
     config
 }
 
+/// A Kafka error as text that cannot leak a secret: librdkafka's own text for a refused
+/// property ends with the property's value, which may be a password.
+pub fn describe_error(error: &KafkaError) -> String {
+    match error {
+        KafkaError::ClientConfig(_, description, name, _value) => {
+            format!("librdkafka refused the property {name:?}: {description}")
+        }
+        other => other.to_string(),
+    }
+}
+
 /// TLS and SASL settings, with the secrets read at load time.
 fn apply_security(config: &mut ClientConfig, security: &KafkaSecurity) {
     config.set("security.protocol", security.protocol.librdkafka_name());

@@ -20,7 +20,7 @@ use super::poison::{Halt, PoisonHandler};
 use crate::admin::{DestinationHealth, Health};
 use crate::config::{Config, DestinationConfig};
 use crate::kafka::consumer::{
-    BridgeConsumer, TopicNames, create_consumer, offsets_list, to_record,
+    BridgeConsumer, TopicNames, create_consumer, describe_error, offsets_list, to_record,
 };
 use crate::kafka::progress::{PartitionKey, Progress};
 use crate::message::select::{Payload, RecordFilter};
@@ -95,7 +95,7 @@ impl DestinationLoop {
         )
         .map_err(|source| PipelineError::Consumer {
             destination: name.clone(),
-            source,
+            reason: describe_error(&source),
         })?;
 
         let region = d
@@ -121,7 +121,7 @@ impl DestinationLoop {
         )
         .map_err(|source| PipelineError::DeadLetterProducer {
             destination: name.clone(),
-            source,
+            reason: describe_error(&source),
         })?;
         let delivery = Arc::new(Delivery {
             destination: name.clone(),

@@ -63,6 +63,13 @@ async fn handle(request: Request<Incoming>, state: Shared) -> Result<Reply, Drop
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let access_key = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split("Credential=").nth(1))
+        .and_then(|v| v.split('/').next())
+        .map(str::to_owned);
     let body = match request.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Err(DropConnection),
@@ -78,6 +85,7 @@ async fn handle(request: Request<Incoming>, state: Shared) -> Result<Reply, Drop
     let (fault, delay) = {
         let mut state = lock(&state);
         state.stats.requests += 1;
+        state.stats.access_keys.extend(access_key);
         *state.stats.actions.entry(action.clone()).or_default() += 1;
         let delay = state.faults.delay();
         let fault = state.faults.next_request(&mut || rand::random::<f64>());

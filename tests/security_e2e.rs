@@ -1,0 +1,428 @@
+//! Onboarding safely: Kafka over TLS and SASL on the real broker, AWS credentials from an
+//! IAM CSV file and from a role assumed through LocalStack's STS, a least-privilege check
+//! of every SQS action the bridge calls, and a hunt for planted secrets in everything the
+//! bridge prints or serves.
+
+#![cfg(feature = "e2e-tests")]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use kafka_sqs_bridge::stub::{Faults, SqsStub};
+use support::*;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test"))
+}
+
+/// A configuration reading `topic` through `bootstrap` with `security` (a TOML table body),
+/// delivering to the stub queue `q.fifo` with `destination_extra`.
+fn secure_config(
+    services: &Services,
+    bootstrap: &str,
+    security: &str,
+    stub: &SqsStub,
+    topic: &str,
+    group: &str,
+    port: u16,
+    destination_extra: &str,
+) -> String {
+    let base = base_config_on(services, group, topic, port).replace(
+        &format!("bootstrap_servers = \"{}\"", services.kafka),
+        &format!("bootstrap_servers = \"{bootstrap}\""),
+    );
+    format!(
+        "{base}[kafka.security]\n{security}\n[[destinations]]\nname = \"q\"\nqueue_url = \"{}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n{destination_extra}\n",
+        stub.queue_url("q.fifo"),
+        stub.endpoint()
+    )
+}
+
+async fn topic_with_records(services: &Services, count: usize) -> String {
+    let topic = unique("secure");
+    create_topic(services, &topic, 2).await;
+    produce(&producer(services), &topic, &sensor_records(count, 10, 1)).await;
+    topic
+}
+
+async fn delivers_through(security: &str, bootstrap: &str, name: &str) {
+    let services = Services::from_env();
+    let topic = topic_with_records(&services, 50).await;
+    let stub = SqsStub::start("127.0.0.1:0", Faults::default())
+        .await
+        .unwrap();
+    let group = unique(name);
+    let config = secure_config(
+        &services,
+        bootstrap,
+        security,
+        &stub,
+        &topic,
+        &group,
+        free_port(),
+        "",
+    );
+    let mut bridge = Bridge::start(&config, name);
+    let deadline = std::time::Instant::now() + MINUTE;
+    while stub.depth("q.fifo") < 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: nothing arrived; log {}",
+            bridge.log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for_commits(&services, &format!("{group}.q"), &topic, 2, MINUTE);
+    bridge.signal("TERM");
+    assert!(
+        bridge
+            .wait(Duration::from_secs(30))
+            .expect("exits")
+            .success(),
+        "{name}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_plain_and_scram_with_the_password_from_a_file() {
+    let password_file = env("TEST_KAFKA_SASL_PASSWORD_FILE");
+    let user = env("TEST_KAFKA_SASL_USER");
+    for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+        let security = format!(
+            "protocol = \"sasl_plaintext\"\nsasl_mechanism = \"{mechanism}\"\nsasl_username = \"{user}\"\nsasl_password_file = \"{password_file}\"\n"
+        );
+        delivers_through(
+            &security,
+            &env("TEST_KAFKA_SASL"),
+            &format!("sasl_{mechanism}"),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_password_from_the_environment() {
+    let password = std::fs::read_to_string(env("TEST_KAFKA_SASL_PASSWORD_FILE")).unwrap();
+    // The bridge child inherits this process's environment.
+    // SAFETY: no other thread of this test binary reads or writes the environment now.
+    unsafe { std::env::set_var("TEST_BRIDGE_SASL_PASSWORD", password.trim()) };
+    let security = format!(
+        "protocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"{}\"\nsasl_password_env = \"TEST_BRIDGE_SASL_PASSWORD\"\n",
+        env("TEST_KAFKA_SASL_USER")
+    );
+    delivers_through(&security, &env("TEST_KAFKA_SASL"), "sasl_env").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_ca_bundle_and_with_a_client_certificate() {
+    let ca = env("TEST_KAFKA_CA");
+    delivers_through(
+        &format!("protocol = \"ssl\"\nca_file = \"{ca}\"\n"),
+        &env("TEST_KAFKA_TLS"),
+        "tls_ca",
+    )
+    .await;
+    let mutual = format!(
+        "protocol = \"ssl\"\nca_file = \"{ca}\"\ncertificate_file = \"{}\"\nkey_file = \"{}\"\nkey_password_file = \"{}\"\n",
+        env("TEST_KAFKA_CLIENT_CERT"),
+        env("TEST_KAFKA_CLIENT_KEY_ENCRYPTED"),
+        env("TEST_KAFKA_CLIENT_KEY_PASSWORD_FILE")
+    );
+    delivers_through(&mutual, &env("TEST_KAFKA_TLS"), "tls_mutual").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_sasl_password_never_joins_and_is_not_printed() {
+    let services = Services::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong-password");
+    std::fs::write(&wrong, "WRONG-PASSWORD-PLANTED-1234\n").unwrap();
+    let stub = SqsStub::start("127.0.0.1:0", Faults::default())
+        .await
+        .unwrap();
+    let topic = topic_with_records(&services, 5).await;
+    let port = free_port();
+    let security = format!(
+        "protocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"bridge\"\nsasl_password_file = \"{}\"\n",
+        wrong.display()
+    );
+    let config = secure_config(
+        &services,
+        &env("TEST_KAFKA_SASL"),
+        &security,
+        &stub,
+        &topic,
+        &unique("wrong"),
+        port,
+        "",
+    );
+    let mut bridge = Bridge::start(&config, "sasl_wrong_password");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (ready, why) = http_get(port, "/readyz").expect("readyz");
+    assert_eq!(ready, 503, "{why}");
+    assert_eq!(stub.depth("q.fifo"), 0);
+    bridge.signal("TERM");
+    assert!(
+        bridge
+            .wait(Duration::from_secs(30))
+            .expect("exits")
+            .success()
+    );
+    let log = bridge.log_text();
+    assert!(
+        log.to_lowercase().contains("auth"),
+        "the log should say authentication failed: {log}"
+    );
+    assert!(
+        !log.contains("WRONG-PASSWORD-PLANTED"),
+        "the password leaked into the log"
+    );
+}
+
+/// An IAM CSV file with a planted secret key, mode 600.
+fn credentials_csv(dir: &Path, access_key_id: &str, secret: &str) -> String {
+    let path = dir.join("customer.csv");
+    std::fs::write(
+        &path,
+        format!("\u{feff}User name,Password,Access key ID,Secret access key,Console login link\r\nsender,,{access_key_id},{secret},https://example.signin.aws.amazon.com/console\r\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_file_and_an_assumed_role_sign_the_requests() {
+    let services = Services::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = topic_with_records(&services, 20).await;
+
+    // The file's key signs the requests.
+    let stub = SqsStub::start("127.0.0.1:0", Faults::default())
+        .await
+        .unwrap();
+    let csv = credentials_csv(dir.path(), "AKIAFILEKEY000000001", "file-secret-value");
+    let credentials = format!("[destinations.credentials]\ncsv_file = \"{csv}\"\n");
+    let group = unique("csv");
+    let config = secure_config(
+        &services,
+        &services.kafka,
+        "",
+        &stub,
+        &topic,
+        &group,
+        free_port(),
+        &credentials,
+    );
+    let mut bridge = Bridge::start(&config, "credentials_csv");
+    wait_for_commits(&services, &format!("{group}.q"), &topic, 2, MINUTE);
+    bridge.signal("TERM");
+    assert!(
+        bridge
+            .wait(Duration::from_secs(30))
+            .expect("exits")
+            .success()
+    );
+    assert_eq!(
+        stub.stats().access_keys.into_iter().collect::<Vec<_>>(),
+        vec!["AKIAFILEKEY000000001".to_owned()]
+    );
+
+    // A role assumed through LocalStack's STS with the file's key: SQS sees the role's key.
+    let stub = SqsStub::start("127.0.0.1:0", Faults::default())
+        .await
+        .unwrap();
+    let credentials = format!(
+        "[destinations.credentials]\ncsv_file = \"{csv}\"\n[destinations.credentials.assume_role]\n\
+         role_arn = \"arn:aws:iam::000000000000:role/smart-network-sender\"\nexternal_id = \"EXTERNAL-ID-PLANTED\"\n\
+         sts_endpoint_url = \"{}\"\n",
+        services.sqs_endpoint
+    );
+    let group = unique("role");
+    let config = secure_config(
+        &services,
+        &services.kafka,
+        "",
+        &stub,
+        &topic,
+        &group,
+        free_port(),
+        &credentials,
+    );
+    let mut bridge = Bridge::start(&config, "credentials_assume_role");
+    wait_for_commits(&services, &format!("{group}.q"), &topic, 2, MINUTE);
+    bridge.signal("TERM");
+    assert!(
+        bridge
+            .wait(Duration::from_secs(30))
+            .expect("exits")
+            .success()
+    );
+    let keys = stub.stats().access_keys;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = keys.into_iter().next().unwrap();
+    assert_ne!(
+        key, "AKIAFILEKEY000000001",
+        "the role's temporary key must sign, not the file's"
+    );
+    assert_eq!(stub.depth("q.fifo"), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_secrets_never_appear_in_output_logs_or_metrics_and_only_sends_are_called() {
+    let services = Services::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = topic_with_records(&services, 200).await;
+    let stub = SqsStub::start(
+        "127.0.0.1:0",
+        Faults {
+            entry_fail_rate: 0.2,
+            throttle_rate: 0.1,
+            ..Faults::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // Every kind of secret the configuration can hold, each with a value we can look for.
+    let sasl_password = std::fs::read_to_string(env("TEST_KAFKA_SASL_PASSWORD_FILE"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let key_password = std::fs::read_to_string(env("TEST_KAFKA_CLIENT_KEY_PASSWORD_FILE"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let private_key = std::fs::read_to_string(env("TEST_KAFKA_CLIENT_KEY_ENCRYPTED")).unwrap();
+    let private_key_body = private_key.lines().nth(2).unwrap().to_owned();
+    let aws_secret = "PLANTED/aws+secret/key/0123456789abcdef";
+    let external_id = "PLANTED-external-id-42";
+    let csv = credentials_csv(dir.path(), "AKIAPLANTED000000001", aws_secret);
+    let security = format!(
+        "protocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM-SHA-256\"\nsasl_username = \"bridge\"\nsasl_password_file = \"{}\"\n",
+        env("TEST_KAFKA_SASL_PASSWORD_FILE")
+    );
+    let credentials = format!(
+        "[destinations.credentials]\ncsv_file = \"{csv}\"\n[destinations.credentials.assume_role]\n\
+         role_arn = \"arn:aws:iam::000000000000:role/sender\"\nexternal_id = \"{external_id}\"\nsts_endpoint_url = \"{}\"\n",
+        services.sqs_endpoint
+    );
+    let port = free_port();
+    let group = unique("leak");
+    let config = secure_config(
+        &services,
+        &env("TEST_KAFKA_SASL"),
+        &security,
+        &stub,
+        &topic,
+        &group,
+        port,
+        &credentials,
+    )
+    .replace(
+        "[kafka.properties]\n",
+        "[kafka.properties]\n\"ssl.keystore.password\" = \"PLANTED-property-secret\"\n",
+    );
+    let config_file = dir.path().join("bridge.toml");
+    std::fs::write(&config_file, &config).unwrap();
+
+    let mut seen = String::new();
+    let binary = env!("CARGO_BIN_EXE_kafka-sqs-bridge");
+    for args in [
+        vec!["check"],
+        vec!["check", "--connect"],
+        vec!["check", "--connect", "--send-probe"],
+    ] {
+        let output = Command::new(binary)
+            .args(&args)
+            .arg("--config")
+            .arg(&config_file)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{args:?}: {text}");
+        seen += &text;
+    }
+    assert!(
+        seen.contains("**REDACTED**"),
+        "check shows that secrets exist, redacted: {seen}"
+    );
+
+    // librdkafka's text for a refused property carries the value: it must not get through.
+    let refused = dir.path().join("refused.toml");
+    std::fs::write(
+        &refused,
+        config.replace("ssl.keystore.password", "sasl.oauthbearer.client.secret"),
+    )
+    .unwrap();
+    let output = Command::new(binary)
+        .args(["check", "--connect", "--config"])
+        .arg(&refused)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && text.contains("sasl.oauthbearer.client.secret"),
+        "{text}"
+    );
+    seen += &text;
+
+    // Start-up, traffic with failures, a refusing queue, and shutdown, at debug level.
+    let mut bridge = Bridge::start(&config, "secret_leak");
+    let deadline = std::time::Instant::now() + MINUTE;
+    while stub.depth("q.fifo") < 150 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stalled; log {}",
+            bridge.log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stub.update_faults(|f| f.deny_sends = true);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stub.update_faults(|f| f.deny_sends = false);
+    wait_for_commits(&services, &format!("{group}.q"), &topic, 2, MINUTE);
+    seen += &http_get(port, "/metrics").expect("metrics").1;
+    seen += &http_get(port, "/readyz").expect("readyz").1;
+    bridge.signal("TERM");
+    assert!(
+        bridge
+            .wait(Duration::from_secs(30))
+            .expect("exits")
+            .success()
+    );
+    seen += &bridge.log_text();
+
+    for (what, secret) in [
+        ("SASL password", sasl_password.as_str()),
+        ("key password", key_password.as_str()),
+        ("private key", private_key_body.as_str()),
+        ("AWS secret key", aws_secret),
+        ("external id", external_id),
+        ("secret property", "PLANTED-property-secret"),
+    ] {
+        assert!(!seen.contains(secret), "the {what} leaked");
+    }
+    assert!(
+        seen.len() > 10_000,
+        "the hunt read too little to mean anything"
+    );
+
+    let actions = stub.stats().actions;
+    assert!(
+        actions
+            .keys()
+            .all(|a| a == "SendMessageBatch" || a == "SendMessage"),
+        "the bridge called more than it may: {actions:?}"
+    );
+}
