@@ -336,11 +336,7 @@ impl Bridge {
         let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         file.write_all(config.as_bytes()).unwrap();
         let log = log_dir().join(format!("{log_name}.log"));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
+        let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_kafka-sqs-bridge"))
             .args(["run", "--config"])
             .arg(file.path())
