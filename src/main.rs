@@ -45,6 +45,11 @@ enum Command {
     },
 }
 
+/// mimalloc returns freed memory to the system more readily than glibc's allocator does
+/// with many threads, which keeps the resident size near what the bridge holds.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 

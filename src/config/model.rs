@@ -357,7 +357,7 @@ mod defaults {
         16
     }
     pub fn max_buffered_bytes() -> usize {
-        64 * 1024 * 1024
+        32 * 1024 * 1024
     }
     pub fn request_timeout_ms() -> u64 {
         10_000

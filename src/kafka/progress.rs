@@ -9,6 +9,7 @@
 //! recognised as stale and ignored.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,8 @@ struct State {
 pub struct Progress {
     state: Mutex<State>,
     in_flight_changed: Condvar,
+    /// Counts assignment changes, so that the consumer loop notices them cheaply.
+    generation: AtomicU64,
 }
 
 impl Progress {
@@ -93,8 +96,18 @@ impl Progress {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Changes whenever partitions are assigned, revoked, lost or cleared.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Starts tracking newly assigned partitions.
     pub fn assign(&self, partitions: impl IntoIterator<Item = PartitionKey>) {
+        self.changed();
         let mut state = self.lock();
         for key in partitions {
             state.next_epoch += 1;
@@ -111,6 +124,7 @@ impl Progress {
 
     /// Stops tracking `partitions`, returning for each the offset to commit if it advanced.
     pub fn revoke(&self, partitions: &[PartitionKey]) -> Vec<(PartitionKey, i64)> {
+        self.changed();
         let mut state = self.lock();
         let mut finals = Vec::new();
         for key in partitions {
@@ -125,6 +139,7 @@ impl Progress {
 
     /// Forgets `partitions` without committing: their assignment was lost.
     pub fn abandon(&self, partitions: &[PartitionKey]) {
+        self.changed();
         let mut state = self.lock();
         for key in partitions {
             state.partitions.remove(key);
@@ -134,6 +149,7 @@ impl Progress {
 
     /// Forgets every partition, at the end of a shutdown, once the final offsets are committed.
     pub fn clear(&self) {
+        self.changed();
         self.lock().partitions.clear();
         self.in_flight_changed.notify_all();
     }

@@ -65,7 +65,7 @@ struct DestinationLoop {
     buffered: usize,
     max_buffered: usize,
     paused: bool,
-    assigned: Vec<PartitionKey>,
+    seen_generation: u64,
     metrics: Arc<Metrics>,
     commit_interval: Duration,
     drain_timeout: Duration,
@@ -166,7 +166,7 @@ impl DestinationLoop {
             buffered: 0,
             max_buffered: d.delivery.max_buffered_bytes,
             paused: false,
-            assigned: Vec::new(),
+            seen_generation: 0,
             metrics,
             commit_interval: Duration::from_millis(config.kafka.commit_interval_ms),
             drain_timeout: Duration::from_millis(config.shutdown.drain_timeout_ms),
@@ -204,7 +204,10 @@ impl DestinationLoop {
                     }
                 },
                 _ = sleep_until(linger) => {}
-                _ = commit_tick.tick() => self.commit(CommitMode::Async),
+                _ = commit_tick.tick() => {
+                    self.commit(CommitMode::Async);
+                    self.gauges();
+                }
             }
             self.follow_assignment();
             self.apply_backpressure();
@@ -323,7 +326,6 @@ impl DestinationLoop {
             let delivery = Arc::clone(&self.delivery);
             self.in_flight.spawn(delivery.deliver(batch));
         }
-        self.gauges();
     }
 
     fn settled(&mut self, joined: Result<Settled, tokio::task::JoinError>) -> Option<Halt> {
@@ -358,11 +360,11 @@ impl DestinationLoop {
 
     /// After a rebalance, drops queued records of partitions no longer owned.
     fn follow_assignment(&mut self) {
-        let mut owned = self.progress.owned();
-        owned.sort();
-        if owned == self.assigned {
+        let generation = self.progress.generation();
+        if generation == self.seen_generation {
             return;
         }
+        self.seen_generation = generation;
         let progress = &self.progress;
         let dropped = self
             .scheduler
@@ -372,34 +374,40 @@ impl DestinationLoop {
         if !dropped.is_empty() {
             info!(destination = %self.name, records = dropped.len(), "dropped queued records of revoked partitions");
         }
-        self.assigned = owned;
-        // Newly assigned partitions start unpaused; pause them too if need be.
-        self.paused = false;
+        // Newly assigned partitions start unpaused: while paused, pause them too.
+        if self.paused {
+            self.set_paused(true);
+        }
     }
 
-    /// Pauses every partition above the byte budget and resumes them below three quarters of it.
+    /// Pauses every partition above the byte budget, and resumes them below three quarters
+    /// of it. The consumer keeps polling while paused, so it stays in its group.
     fn apply_backpressure(&mut self) {
-        let over = self.buffered > self.max_buffered;
-        let under = self.buffered <= self.max_buffered / 4 * 3;
+        if !self.paused && self.buffered > self.max_buffered {
+            debug!(destination = %self.name, buffered = self.buffered, "pausing partitions: byte budget reached");
+            self.set_paused(true);
+        } else if self.paused && self.buffered <= self.max_buffered / 4 * 3 {
+            debug!(destination = %self.name, buffered = self.buffered, "resuming partitions");
+            self.set_paused(false);
+        }
+    }
+
+    fn set_paused(&mut self, paused: bool) {
         let Ok(assignment) = self.consumer.assignment() else {
             return;
         };
-        if over && !self.paused {
-            if self.consumer.pause(&assignment).is_ok() {
-                debug!(destination = %self.name, buffered = self.buffered, "pausing partitions: byte budget reached");
-                self.paused = true;
-                self.metrics
-                    .paused_partitions
-                    .with_label_values(&[&self.name])
-                    .set(assignment.count() as i64);
-            }
-        } else if under && self.paused && self.consumer.resume(&assignment).is_ok() {
-            debug!(destination = %self.name, buffered = self.buffered, "resuming partitions");
-            self.paused = false;
+        let done = if paused {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        };
+        if done.is_ok() {
+            self.paused = paused;
+            let count = if paused { assignment.count() as i64 } else { 0 };
             self.metrics
                 .paused_partitions
                 .with_label_values(&[&self.name])
-                .set(0);
+                .set(count);
         }
     }
 
