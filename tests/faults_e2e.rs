@@ -429,3 +429,99 @@ async fn backpressure_pauses_partitions_and_still_delivers_everything() {
             .success()
     );
 }
+
+/// Instances join and leave while records flow; with `protocol` "classic" the bridge's
+/// cooperative-sticky assignment is used, with "consumer" the broker-driven KIP-848 one.
+async fn instances_join_and_leave(protocol: &str) {
+    let services = Services::from_env();
+    let topic = unique("rebalance");
+    create_topic(&services, &topic, 6).await;
+    let stub = SqsStub::start(
+        "127.0.0.1:0",
+        Faults {
+            delay_ms: 5,
+            ..Faults::default()
+        },
+    )
+    .await
+    .unwrap();
+    let group = unique("rebalance");
+    let mut config =
+        base_config(&services, &group, &topic) + &stub_destination("fifo", &stub, "q.fifo", "");
+    if protocol == "consumer" {
+        // The broker owns session timeouts and assignment under KIP-848.
+        config = config
+            .replace(
+                "\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+                "",
+            )
+            .replace(
+                "[kafka.properties]\n",
+                "[kafka.properties]\n\"group.protocol\" = \"consumer\"\n",
+            );
+    }
+    let records = sensor_records(6_000, 100, 2);
+    let producing = {
+        let producer = producer(&services);
+        let topic = topic.clone();
+        let records = records.clone();
+        tokio::spawn(async move {
+            for chunk in records.chunks(150) {
+                produce(&producer, &topic, chunk).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let mut first = Bridge::start(&config, &format!("rebalance_{protocol}_1"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut second = Bridge::start(&config, &format!("rebalance_{protocol}_2"));
+    // Under KIP-848 the broker hands partitions over on heartbeats, five seconds apart.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    first.signal("TERM");
+    assert!(
+        first
+            .wait(Duration::from_secs(30))
+            .expect("exits")
+            .success()
+    );
+    let mut third = Bridge::start(&config, &format!("rebalance_{protocol}_3"));
+    producing.await.unwrap();
+    wait_for_depth(&stub, "q.fifo", 6_000, 2 * MINUTE, &second).await;
+    wait_for_commits(&services, &format!("{group}.fifo"), &topic, 6, MINUTE);
+
+    let messages = stub.messages("q.fifo");
+    let ids: HashSet<String> = messages.iter().map(|m| parse_sample(&m.body).id).collect();
+    assert_eq!(ids.len(), 6_000, "records lost over the rebalances");
+    assert_eq!(messages.len(), 6_000, "duplicates in the FIFO queue");
+    assert_stub_ordered(&messages, seq_of);
+    // The first instance handed partitions over, and the second took some.
+    assert!(
+        first.log_text().contains("partitions revoked"),
+        "log {}",
+        first.log.display()
+    );
+    assert!(
+        second.log_text().contains("partitions assigned"),
+        "log {}",
+        second.log.display()
+    );
+    for bridge in [&mut second, &mut third] {
+        bridge.signal("TERM");
+        assert!(
+            bridge
+                .wait(Duration::from_secs(30))
+                .expect("exits")
+                .success()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_joining_and_leaving_keep_every_record_in_order_cooperative() {
+    instances_join_and_leave("classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_joining_and_leaving_keep_every_record_in_order_kip_848() {
+    instances_join_and_leave("consumer").await;
+}
