@@ -23,6 +23,7 @@ fn env(name: &str) -> String {
 
 /// A configuration reading `topic` through `bootstrap` with `security` (a TOML table body),
 /// delivering to the stub queue `q.fifo` with `destination_extra`.
+#[allow(clippy::too_many_arguments)] // each test varies a different one
 fn secure_config(
     services: &Services,
     bootstrap: &str,

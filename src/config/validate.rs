@@ -45,7 +45,7 @@ pub(super) fn check(config: &Config, origin: &dyn Fn(&str) -> String) -> Vec<Pro
         report("kafka.group_id".into(), "must not be empty".into());
     }
     for (name, why) in OWNED_PROPERTIES {
-        if config.kafka.properties.contains_key(*name) {
+        if config.kafka.properties.contains_key(name) {
             report(
                 format!("kafka.properties.{name}"),
                 format!("cannot be set here: {why}"),
