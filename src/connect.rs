@@ -12,7 +12,7 @@ use crate::kafka::consumer::{client_config, describe_error};
 use crate::message::OutgoingMessage;
 use crate::sqs::client::{ClientSettings, build_client};
 use crate::sqs::credentials::credentials_provider;
-use crate::sqs::send::BatchSender;
+use crate::sqs::send::{BatchSender, error_chain};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -145,15 +145,4 @@ async fn send_probe_message(
             failure.code, failure.message
         )),
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }

@@ -75,15 +75,8 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> ExitCode {
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("kafka-sqs-bridge: cannot start the async runtime: {error}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(EXIT_RUNTIME);
     };
     runtime.block_on(async move {
         let shutdown = Shutdown::new();
@@ -120,15 +113,8 @@ fn run(config: Config) -> ExitCode {
 }
 
 fn check_connectivity(config: &Config, send_probe: bool) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("kafka-sqs-bridge: cannot start the async runtime: {error}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::from(EXIT_RUNTIME);
     };
     let all_ok = runtime.block_on(kafka_sqs_bridge::connect::check_connectivity(
         config, send_probe,
@@ -137,6 +123,21 @@ fn check_connectivity(config: &Config, send_probe: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_RUNTIME)
+    }
+}
+
+/// The multi-threaded runtime: rebalance callbacks block one worker while the senders finish
+/// on the others.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => Some(runtime),
+        Err(error) => {
+            eprintln!("kafka-sqs-bridge: cannot start the async runtime: {error}");
+            None
+        }
     }
 }
 

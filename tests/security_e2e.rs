@@ -280,16 +280,9 @@ async fn planted_secrets_never_appear_in_output_logs_or_metrics_and_only_sends_a
     let services = Services::from_env();
     let dir = tempfile::tempdir().unwrap();
     let topic = topic_with_records(&services, 200).await;
-    let stub = SqsStub::start(
-        "127.0.0.1:0",
-        Faults {
-            entry_fail_rate: 0.2,
-            throttle_rate: 0.1,
-            ..Faults::default()
-        },
-    )
-    .await
-    .unwrap();
+    let stub = SqsStub::start("127.0.0.1:0", Faults::default())
+        .await
+        .unwrap();
 
     // Every kind of secret the configuration can hold, each with a value we can look for.
     let sasl_password = std::fs::read_to_string(env("TEST_KAFKA_SASL_PASSWORD_FILE"))
@@ -378,7 +371,13 @@ async fn planted_secrets_never_appear_in_output_logs_or_metrics_and_only_sends_a
     );
     seen += &text;
 
-    // Start-up, traffic with failures, a refusing queue, and shutdown, at debug level.
+    // Start-up, traffic with failures, a refusing queue, and shutdown, at debug level. The
+    // probe above is sent once, without retries, so the faults start only now.
+    stub.set_faults(Faults {
+        entry_fail_rate: 0.2,
+        throttle_rate: 0.1,
+        ..Faults::default()
+    });
     let mut bridge = Bridge::start(&config, "secret_leak");
     let deadline = std::time::Instant::now() + MINUTE;
     while stub.depth("q.fifo") < 150 {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tracing::{debug, error, warn};
+use tracing::{debug, error, trace, warn};
 
 use super::poison::{Halt, PoisonHandler};
 use crate::admin::DestinationHealth;
@@ -213,7 +213,7 @@ impl Delivery {
                             .with_label_values(&[destination])
                             .inc();
                     }
-                    debug!(destination, record = %queued.token.coordinates(), code = %failure.code, "entry failed; resending");
+                    trace!(destination, record = %queued.token.coordinates(), code = %failure.code, "entry failed; resending");
                     self.metrics
                         .records_retried
                         .with_label_values(&[destination, class.as_label()])

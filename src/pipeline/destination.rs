@@ -12,7 +12,7 @@ use std::time::Duration;
 use rdkafka::consumer::{CommitMode, Consumer};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use super::PipelineError;
 use super::delivery::{Delivery, Settled, Token};
@@ -228,7 +228,7 @@ impl DestinationLoop {
             partition: record.partition,
         };
         let Some(ticket) = self.progress.register(&key, record.offset) else {
-            debug!(destination = %self.name, record = %record.coordinates(), "record of a partition no longer owned; dropped");
+            trace!(destination = %self.name, record = %record.coordinates(), "record of a partition no longer owned; dropped");
             return None;
         };
         self.metrics
@@ -254,7 +254,7 @@ impl DestinationLoop {
                 dropped_headers,
             }) => {
                 for reason in dropped_headers {
-                    debug!(destination = %self.name, record = %record.coordinates(), reason = reason.as_label(), "header left out of the attributes");
+                    trace!(destination = %self.name, record = %record.coordinates(), reason = reason.as_label(), "header left out of the attributes");
                     self.metrics
                         .headers_dropped
                         .with_label_values(&[&self.name, reason.as_label()])
@@ -279,7 +279,7 @@ impl DestinationLoop {
                 None
             }
             Ok(Mapping::Skip(reason)) => {
-                debug!(destination = %self.name, record = %record.coordinates(), %reason, "record skipped");
+                trace!(destination = %self.name, record = %record.coordinates(), %reason, "record skipped");
                 self.metrics
                     .records_skipped
                     .with_label_values(&[&self.name, reason.as_label()])
