@@ -187,7 +187,14 @@ impl DestinationLoop {
         while halt.is_none() && !shutdown.is_triggered() {
             self.health.turned();
             self.dispatch(false);
-            let linger = self.scheduler.deadline().map(Instant::from_std);
+            // With no room in flight a lingered batch cannot go anyway: arming the timer
+            // then would only spin the loop.
+            let room = self.in_flight.len() < self.max_in_flight;
+            let linger = if room {
+                self.scheduler.deadline().map(Instant::from_std)
+            } else {
+                None
+            };
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => {}
