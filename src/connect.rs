@@ -11,7 +11,7 @@ use crate::config::{Config, DestinationConfig};
 use crate::kafka::consumer::{client_config, describe_error};
 use crate::message::OutgoingMessage;
 use crate::sqs::client::{ClientSettings, build_client};
-use crate::sqs::credentials::credentials_provider;
+use crate::sqs::credentials::{credentials_provider, default_chain};
 use crate::sqs::send::{BatchSender, error_chain};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,12 +94,7 @@ fn check_kafka(config: &Config) -> Result<String, String> {
 async fn check_credentials(settings: &ClientSettings) -> Result<String, String> {
     let provider = match credentials_provider(&settings.credentials, &settings.region).await {
         Some(provider) => provider,
-        None => aws_credential_types::provider::SharedCredentialsProvider::new(
-            aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
-                .region(aws_sdk_sqs::config::Region::new(settings.region.clone()))
-                .build()
-                .await,
-        ),
+        None => default_chain(&aws_sdk_sqs::config::Region::new(settings.region.clone())).await,
     };
     let resolved = tokio::time::timeout(TIMEOUT, provider.provide_credentials())
         .await

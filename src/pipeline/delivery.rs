@@ -13,7 +13,7 @@ use crate::kafka::progress::{Progress, Ticket};
 use crate::message::Unsendable;
 use crate::metrics::Metrics;
 use crate::record::Record;
-use crate::sqs::errors::FailureClass;
+use crate::sqs::errors::{FailureClass, is_throttling};
 use crate::sqs::retry::Backoff;
 use crate::sqs::scheduler::{Batch, Queued};
 use crate::sqs::send::{BatchReply, BatchSender, RequestFailure};
@@ -207,7 +207,7 @@ impl Delivery {
                     undeliverable.push((queued, problem));
                 }
                 class => {
-                    if failure.code.contains("hrottl") {
+                    if is_throttling(&failure.code) {
                         self.metrics
                             .sqs_throttled
                             .with_label_values(&[destination])
@@ -266,7 +266,7 @@ impl Delivery {
                 (attempt, Vec::new())
             }
             FailureClass::Transient => {
-                if failure.code.contains("hrottl") {
+                if is_throttling(&failure.code) {
                     self.metrics
                         .sqs_throttled
                         .with_label_values(&[destination])

@@ -38,12 +38,7 @@ pub async fn credentials_provider(
     let region = Region::new(region.to_owned());
     let base = match from_file {
         Some(provider) => provider,
-        None => SharedCredentialsProvider::new(
-            aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
-                .region(region.clone())
-                .build()
-                .await,
-        ),
+        None => default_chain(&region).await,
     };
     let mut sts = aws_config::defaults(BehaviorVersion::latest()).region(region.clone());
     if let Some(endpoint) = &role.sts_endpoint_url {
@@ -61,6 +56,17 @@ pub async fn credentials_provider(
     Some(SharedCredentialsProvider::new(
         builder.build_from_provider(base).await,
     ))
+}
+
+/// The SDK's default chain: environment, profile, web identity, container and instance
+/// credentials.
+pub async fn default_chain(region: &Region) -> SharedCredentialsProvider {
+    SharedCredentialsProvider::new(
+        aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+            .region(region.clone())
+            .build()
+            .await,
+    )
 }
 
 /// A credentials file that other users may read is a key that other users may hold.

@@ -29,7 +29,7 @@ impl FailureClass {
 }
 
 /// Codes that mean "slow down" whatever level they come at.
-fn is_throttling(code: &str) -> bool {
+pub fn is_throttling(code: &str) -> bool {
     matches!(
         code,
         "RequestThrottled"
