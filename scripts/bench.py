@@ -273,7 +273,9 @@ def kafka_tool(tool_class, *args, timeout_s=120):
     argv += [f"org.apache.kafka.tools.{tool_class}", "--bootstrap-server", BROKER, *args]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s)
     if result.returncode != 0:
-        raise BenchError(f"{tool_class} {' '.join(args)} failed: {result.stderr.strip()[-500:]}")
+        # A Java stack trace says what went wrong in its non-"at" lines.
+        lines = [line for line in result.stderr.splitlines() if not line.strip().startswith("at ")]
+        raise BenchError(f"{tool_class} {' '.join(args)} failed: {' / '.join(lines[-3:])}")
     return result.stdout
 
 
@@ -871,7 +873,8 @@ def markdown_table(report):
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for entry in report["scenarios"]:
         if not entry.get("ok"):
-            lines.append(f"| {entry['name']} | FAILED: {entry.get('error', '')} |")
+            error = " ".join(entry.get("error", "").split())[:160]
+            lines.append(f"| {entry['name']} | FAILED: {error} |")
             continue
         result = entry["result"]
         cells = [entry["name"]]
@@ -975,7 +978,11 @@ def main():
                                    "results-quick.json" if args.quick else "results.json")
     log_root = os.path.join(ROOT, "target/bench/logs", run_id)
     quiet_wait = args.quiet_wait if args.quiet_wait is not None else (0 if args.quick else 300)
-    ctx = Context(args.bin_dir, run_id, log_root, quiet_wait, args.perf)
+    try:
+        ctx = Context(args.bin_dir, run_id, log_root, quiet_wait, args.perf)
+    except BenchError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
     report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
               "git_commit": git_commit(), "command": " ".join(["scripts/bench"] + sys.argv[1:]),
               "mode": "quick" if args.quick else "full", "machine": machine_info(),
@@ -998,6 +1005,9 @@ def main():
             entry["seconds"] = round(time.monotonic() - started, 1)
             report["scenarios"].append(entry)
             write_results(out, report)
+    except KeyboardInterrupt:
+        print("bench: interrupted", flush=True)
+        return 130
     finally:
         ctx.procs.stop_all()
         delete_topics(f"bench-{run_id}-.*")
