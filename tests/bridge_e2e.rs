@@ -107,15 +107,7 @@ async fn every_record_arrives_in_order_per_key_and_offsets_are_committed() {
         wait_for_commits(&services, &format!("{group}.{name}"), &topic, 8, MINUTE);
     }
     eprintln!("offsets committed after {:?}", started.elapsed());
-    bridge.signal("TERM");
-    let status = bridge
-        .wait(Duration::from_secs(30))
-        .expect("the bridge exits after SIGTERM");
-    assert!(
-        status.success(),
-        "exit status {status:?}; log: {}",
-        bridge.log.display()
-    );
+    bridge.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,13 +157,7 @@ async fn sigkill_mid_stream_loses_nothing_and_duplicates_nothing() {
     assert_ordered_per_group(&received, |m| parse_sample(&m.body).seq);
     wait_for_commits(&services, &format!("{group}.fifo"), &topic, 4, MINUTE);
 
-    second.signal("TERM");
-    assert!(
-        second
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success()
-    );
+    second.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,11 +314,5 @@ async fn refused_bytes_keyless_records_and_long_keys_arrive_valid() {
         kafka_sqs_bridge::message::ids::sqs_id(long_key.as_bytes())
     );
 
-    bridge.signal("TERM");
-    assert!(
-        bridge
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success()
-    );
+    bridge.stop_cleanly();
 }

@@ -14,13 +14,14 @@ use support::*;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-fn stub_destination(name: &str, stub: &SqsStub, queue: &str, extra: &str) -> String {
-    format!(
-        "[[destinations]]\nname = \"{name}\"\nqueue_url = \"{}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n\
-         [destinations.delivery]\nretry_initial_ms = 20\nretry_max_ms = 500\ndestination_retry_max_ms = 1000\n{extra}\n",
-        stub.queue_url(queue),
-        stub.endpoint()
-    )
+/// A stub destination that retries quickly, so that faults are worked through in seconds.
+fn fast_retry_destination(name: &str, stub: &SqsStub, queue: &str, extra: &str) -> String {
+    let retries = "[destinations.delivery]
+retry_initial_ms = 20
+retry_max_ms = 500
+destination_retry_max_ms = 1000
+";
+    stub_destination(name, stub, queue, &format!("{retries}{extra}"))
 }
 
 /// Waits until `queue` holds `count` messages.
@@ -67,7 +68,7 @@ async fn throttling_errors_resets_and_failed_entries_lose_and_reorder_nothing() 
     let group = unique("faults");
     let port = free_port();
     let config = base_config_on(&services, &group, &topic, port)
-        + &stub_destination("fifo", &stub, "q.fifo", "");
+        + &fast_retry_destination("fifo", &stub, "q.fifo", "");
     let mut bridge = Bridge::start(&config, "faults_random");
     wait_for_depth(&stub, "q.fifo", 5_000, 3 * MINUTE, &bridge).await;
     wait_for_commits(&services, &format!("{group}.fifo"), &topic, 4, MINUTE);
@@ -113,13 +114,7 @@ async fn throttling_errors_resets_and_failed_entries_lose_and_reorder_nothing() 
     );
     eprintln!("stub saw {stats:?}");
 
-    bridge.signal("TERM");
-    assert!(
-        bridge
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success()
-    );
+    bridge.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,8 +128,8 @@ async fn a_refusing_queue_holds_back_only_its_own_destination_and_catches_up() {
     let group = unique("isolation");
     let port = free_port();
     let config = base_config_on(&services, &group, &topic, port)
-        + &stub_destination("healthy", &stub, "healthy.fifo", "")
-        + &stub_destination("failing", &stub, "failing.fifo", "");
+        + &fast_retry_destination("healthy", &stub, "healthy.fifo", "")
+        + &fast_retry_destination("failing", &stub, "failing.fifo", "");
     let mut bridge = Bridge::start(&config, "isolation");
 
     // Records flow at a steady rate; half way through, the failing queue starts refusing.
@@ -194,13 +189,7 @@ async fn a_refusing_queue_holds_back_only_its_own_destination_and_catches_up() {
         assert_eq!(messages.len(), produced, "{name}");
         assert_stub_ordered(&messages, seq_of);
     }
-    bridge.signal("TERM");
-    assert!(
-        bridge
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success()
-    );
+    bridge.stop_cleanly();
 }
 
 /// Records with the time they are produced in their value, `produced_at_ms`.
@@ -291,8 +280,8 @@ async fn undeliverable_records_are_dead_lettered_with_their_reason() {
          [destinations.message]\ndeduplication_id = {{ json_pointer = \"/id\" }}\n\
          [destinations.batch]\nmax_batch_bytes = 65536\n"
     );
-    let config =
-        base_config(&services, &group, &topic) + &stub_destination("fifo", &stub, "q.fifo", &extra);
+    let config = base_config(&services, &group, &topic)
+        + &fast_retry_destination("fifo", &stub, "q.fifo", &extra);
     let mut bridge = Bridge::start(&config, "poison_dead_letter");
     wait_for_depth(&stub, "q.fifo", 40, MINUTE, &bridge).await;
     wait_for_commits(&services, &format!("{group}.fifo"), &topic, 2, MINUTE);
@@ -325,13 +314,7 @@ async fn undeliverable_records_are_dead_lettered_with_their_reason() {
         assert!(!letter.headers["bridge.dead-letter.error"].is_empty());
     }
     assert_eq!(stub.messages("q.fifo").len(), 40);
-    bridge.signal("TERM");
-    assert!(
-        bridge
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success()
-    );
+    bridge.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -359,8 +342,8 @@ async fn stop_policy_halts_naming_the_record() {
     produce(&producer(&services), &topic, &records).await;
     let group = unique("stop");
     let extra = "on_undeliverable = \"stop\"\n[destinations.message]\ndeduplication_id = { json_pointer = \"/id\" }\n";
-    let config =
-        base_config(&services, &group, &topic) + &stub_destination("fifo", &stub, "q.fifo", extra);
+    let config = base_config(&services, &group, &topic)
+        + &fast_retry_destination("fifo", &stub, "q.fifo", extra);
     let mut bridge = Bridge::start(&config, "poison_stop");
     let status = bridge.wait(MINUTE).expect("the bridge stops by itself");
     assert_eq!(status.code(), Some(1));
@@ -395,7 +378,7 @@ async fn backpressure_pauses_partitions_and_still_delivers_everything() {
     let port = free_port();
     let extra = "max_buffered_bytes = 131072\n[destinations.batch]\nmax_in_flight = 2\n";
     let config = base_config_on(&services, &group, &topic, port)
-        + &stub_destination("fifo", &stub, "q.fifo", extra);
+        + &fast_retry_destination("fifo", &stub, "q.fifo", extra);
     let mut bridge = Bridge::start(&config, "backpressure");
 
     let mut paused_seen = false;
@@ -421,13 +404,7 @@ async fn backpressure_pauses_partitions_and_still_delivers_everything() {
         "buffered {max_buffered} bytes against a budget of 131072"
     );
     wait_for_commits(&services, &format!("{group}.fifo"), &topic, 4, MINUTE);
-    bridge.signal("TERM");
-    assert!(
-        bridge
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success()
-    );
+    bridge.stop_cleanly();
 }
 
 /// Instances join and leave while records flow; with `protocol` "classic" the bridge's
@@ -446,8 +423,8 @@ async fn instances_join_and_leave(protocol: &str) {
     .await
     .unwrap();
     let group = unique("rebalance");
-    let mut config =
-        base_config(&services, &group, &topic) + &stub_destination("fifo", &stub, "q.fifo", "");
+    let mut config = base_config(&services, &group, &topic)
+        + &fast_retry_destination("fifo", &stub, "q.fifo", "");
     if protocol == "consumer" {
         // The broker owns session timeouts and assignment under KIP-848.
         config = config
@@ -477,13 +454,7 @@ async fn instances_join_and_leave(protocol: &str) {
     let mut second = Bridge::start(&config, &format!("rebalance_{protocol}_2"));
     // Under KIP-848 the broker hands partitions over on heartbeats, five seconds apart.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    first.signal("TERM");
-    assert!(
-        first
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success()
-    );
+    first.stop_cleanly();
     let mut third = Bridge::start(&config, &format!("rebalance_{protocol}_3"));
     producing.await.unwrap();
     wait_for_depth(&stub, "q.fifo", 6_000, 2 * MINUTE, &second).await;
@@ -506,13 +477,7 @@ async fn instances_join_and_leave(protocol: &str) {
         second.log.display()
     );
     for bridge in [&mut second, &mut third] {
-        bridge.signal("TERM");
-        assert!(
-            bridge
-                .wait(Duration::from_secs(30))
-                .expect("exits")
-                .success()
-        );
+        bridge.stop_cleanly();
     }
 }
 

@@ -15,14 +15,6 @@ use support::*;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-fn stub_destination(name: &str, stub: &SqsStub, queue: &str, extra: &str) -> String {
-    format!(
-        "[[destinations]]\nname = \"{name}\"\nqueue_url = \"{}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n{extra}\n",
-        stub.queue_url(queue),
-        stub.endpoint()
-    )
-}
-
 /// A bridge with two destinations, one filtered, that has delivered `count` records.
 struct Running {
     bridge: Bridge,
@@ -143,14 +135,7 @@ async fn metrics_show_zero_lag_and_count_every_delivered_record() {
         1.0
     );
 
-    running.bridge.signal("TERM");
-    assert!(
-        running
-            .bridge
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success()
-    );
+    running.bridge.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,14 +184,7 @@ async fn every_metric_the_dashboard_and_alerts_use_exists_in_a_live_scrape() {
         "deploy/ refers to metrics a live bridge does not export: {missing:?}"
     );
 
-    running.bridge.signal("TERM");
-    assert!(
-        running
-            .bridge
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success()
-    );
+    running.bridge.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,14 +232,7 @@ async fn a_real_prometheus_server_scrapes_the_bridge() {
     let _ = prometheus.kill();
     let _ = prometheus.wait();
     assert_eq!(answer, "500");
-    running.bridge.signal("TERM");
-    assert!(
-        running
-            .bridge
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success()
-    );
+    running.bridge.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,13 +251,7 @@ async fn unreachable_kafka_keeps_the_bridge_alive_but_not_ready() {
     assert_eq!(live, 200, "a bridge waiting for Kafka is alive");
     assert_eq!(ready, 503);
     assert!(why.contains("consumer group"), "{why}");
-    bridge.signal("TERM");
-    assert!(
-        bridge
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success()
-    );
+    bridge.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,11 +284,5 @@ async fn unreachable_sqs_turns_the_bridge_unready_after_the_configured_time() {
         200,
         "waiting for SQS is no reason to restart"
     );
-    bridge.signal("TERM");
-    assert!(
-        bridge
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success()
-    );
+    bridge.stop_cleanly();
 }

@@ -80,14 +80,7 @@ async fn delivers_through(security: &str, bootstrap: &str, name: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     wait_for_commits(&services, &format!("{group}.q"), &topic, 2, MINUTE);
-    bridge.signal("TERM");
-    assert!(
-        bridge
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success(),
-        "{name}"
-    );
+    bridge.stop_cleanly();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,13 +161,7 @@ async fn a_wrong_sasl_password_never_joins_and_is_not_printed() {
     let (ready, why) = http_get(port, "/readyz").expect("readyz");
     assert_eq!(ready, 503, "{why}");
     assert_eq!(stub.depth("q.fifo"), 0);
-    bridge.signal("TERM");
-    assert!(
-        bridge
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success()
-    );
+    bridge.stop_cleanly();
     let log = bridge.log_text();
     assert!(
         log.to_lowercase().contains("auth"),
@@ -223,13 +210,7 @@ async fn credentials_file_and_an_assumed_role_sign_the_requests() {
     );
     let mut bridge = Bridge::start(&config, "credentials_csv");
     wait_for_commits(&services, &format!("{group}.q"), &topic, 2, MINUTE);
-    bridge.signal("TERM");
-    assert!(
-        bridge
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success()
-    );
+    bridge.stop_cleanly();
     assert_eq!(
         stub.stats().access_keys.into_iter().collect::<Vec<_>>(),
         vec!["AKIAFILEKEY000000001".to_owned()]
@@ -258,13 +239,7 @@ async fn credentials_file_and_an_assumed_role_sign_the_requests() {
     );
     let mut bridge = Bridge::start(&config, "credentials_assume_role");
     wait_for_commits(&services, &format!("{group}.q"), &topic, 2, MINUTE);
-    bridge.signal("TERM");
-    assert!(
-        bridge
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success()
-    );
+    bridge.stop_cleanly();
     let keys = stub.stats().access_keys;
     assert_eq!(keys.len(), 1, "{keys:?}");
     let key = keys.into_iter().next().unwrap();
@@ -394,13 +369,7 @@ async fn planted_secrets_never_appear_in_output_logs_or_metrics_and_only_sends_a
     wait_for_commits(&services, &format!("{group}.q"), &topic, 2, MINUTE);
     seen += &http_get(port, "/metrics").expect("metrics").1;
     seen += &http_get(port, "/readyz").expect("readyz").1;
-    bridge.signal("TERM");
-    assert!(
-        bridge
-            .wait(Duration::from_secs(30))
-            .expect("exits")
-            .success()
-    );
+    bridge.stop_cleanly();
     seen += &bridge.log_text();
 
     for (what, secret) in [

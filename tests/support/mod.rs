@@ -355,6 +355,19 @@ impl Bridge {
         }
     }
 
+    /// SIGTERM, then an exit with status 0 within 30 seconds.
+    pub fn stop_cleanly(&mut self) {
+        self.signal("TERM");
+        let status = self
+            .wait(Duration::from_secs(30))
+            .expect("the bridge exits after SIGTERM");
+        assert!(
+            status.success(),
+            "exit status {status:?}; log: {}",
+            self.log.display()
+        );
+    }
+
     pub fn kill(&mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reap");
@@ -406,6 +419,20 @@ pub fn destination(name: &str, queue_url: &str, services: &Services, extra: &str
     format!(
         "[[destinations]]\nname = \"{name}\"\nqueue_url = \"{queue_url}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n{extra}\n",
         services.sqs_endpoint
+    )
+}
+
+/// A destination table for a queue of the in-process SQS stub.
+pub fn stub_destination(
+    name: &str,
+    stub: &kafka_sqs_bridge::stub::SqsStub,
+    queue: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "[[destinations]]\nname = \"{name}\"\nqueue_url = \"{}\"\nendpoint_url = \"{}\"\nregion = \"us-east-1\"\n{extra}\n",
+        stub.queue_url(queue),
+        stub.endpoint()
     )
 }
 
@@ -491,16 +518,22 @@ pub fn assert_ordered_per_group(
     messages: &[Received],
     order_of: impl Fn(&Received) -> u64,
 ) -> usize {
-    let mut groups: HashMap<&str, Vec<(u128, u64)>> = HashMap::new();
-    for m in messages {
+    assert_rising_per_group(messages.iter().map(|m| {
         let group = m.group_id.as_deref().expect("FIFO messages have a group");
         let sequence = m
             .sequence_number
             .expect("FIFO messages have a sequence number");
-        groups
-            .entry(group)
-            .or_default()
-            .push((sequence, order_of(m)));
+        (group, sequence, order_of(m))
+    }))
+}
+
+/// Asserts that, within each group, ordered by the queue's sequence number, the records'
+/// own order rises. Arrivals are (group, sequence number, record order); returns the number
+/// of groups.
+fn assert_rising_per_group<'a>(arrivals: impl IntoIterator<Item = (&'a str, u128, u64)>) -> usize {
+    let mut groups: HashMap<&str, Vec<(u128, u64)>> = HashMap::new();
+    for (group, sequence, order) in arrivals {
+        groups.entry(group).or_default().push((sequence, order));
     }
     for (group, entries) in &mut groups {
         entries.sort_unstable();
@@ -639,23 +672,11 @@ pub fn assert_stub_ordered(
     messages: &[kafka_sqs_bridge::stub::StoredMessage],
     order_of: impl Fn(&kafka_sqs_bridge::stub::StoredMessage) -> u64,
 ) -> usize {
-    let mut groups: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
-    for m in messages {
-        groups
-            .entry(m.group_id.as_deref().unwrap_or("-"))
-            .or_default()
-            .push((m.sequence_number, order_of(m)));
-    }
-    for (group, entries) in &mut groups {
-        entries.sort_unstable();
-        for pair in entries.windows(2) {
-            assert!(
-                pair[0].1 < pair[1].1,
-                "group {group}: {} arrived before {}",
-                pair[0].1,
-                pair[1].1
-            );
-        }
-    }
-    groups.len()
+    assert_rising_per_group(messages.iter().map(|m| {
+        (
+            m.group_id.as_deref().unwrap_or("-"),
+            u128::from(m.sequence_number),
+            order_of(m),
+        )
+    }))
 }
