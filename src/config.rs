@@ -3,6 +3,7 @@
 //! problem found is reported at once, each with its key, where the value came from and what
 //! was expected.
 
+pub mod ca_bundle;
 pub mod credentials_csv;
 mod model;
 pub mod secret;

@@ -54,6 +54,7 @@ fn settings(d: &DestinationConfig) -> ClientSettings {
             .or_else(|| d.queue_url.region().map(str::to_owned))
             .unwrap_or_default(),
         endpoint_url: d.endpoint_url.clone(),
+        ca_bundle_file: d.ca_bundle_file.clone(),
         request_timeout: TIMEOUT,
         credentials: d.credentials.clone(),
     }
@@ -115,10 +116,8 @@ async fn send_probe_message(
     d: &DestinationConfig,
     settings: &ClientSettings,
 ) -> Result<String, String> {
-    let sender = BatchSender::new(
-        build_client(settings).await,
-        d.queue_url.as_str().to_owned(),
-    );
+    let client = build_client(settings).await.map_err(|e| e.to_string())?;
+    let sender = BatchSender::new(client, d.queue_url.as_str().to_owned());
     let sent_at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |t| t.as_millis());

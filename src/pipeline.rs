@@ -22,6 +22,8 @@ pub enum PipelineError {
     Consumer { destination: String, reason: String },
     #[error("destination {destination}: cannot create the dead-letter producer: {reason}")]
     DeadLetterProducer { destination: String, reason: String },
+    #[error("destination {destination}: cannot build the SQS client: {reason}")]
+    SqsClient { destination: String, reason: String },
     #[error("destination {destination}: stopped on an undeliverable record: {reason}")]
     Halted { destination: String, reason: String },
 }

@@ -7,20 +7,24 @@
 //!
 //! It keeps what it accepted in memory, per queue, for the tests to read; queues are created
 //! on first use. Out of process (`sqs-stub` binary), `/_stub/stats`, `/_stub/faults` and
-//! `/_stub/messages` expose the same over HTTP.
+//! `/_stub/messages` expose the same over HTTP. It speaks plain HTTP, or HTTPS with a given
+//! certificate ([`SqsStub::start_tls`]).
 
 mod faults;
 mod limits;
 mod queue;
 mod server;
+mod tls;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use faults::Faults;
 pub use queue::StoredMessage;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::shutdown::Shutdown;
 
@@ -44,6 +48,8 @@ pub struct Stats {
     pub billed_requests: u64,
     /// The access key ids requests were signed with.
     pub access_keys: std::collections::BTreeSet<String>,
+    /// TLS handshakes that did not complete, as when the client refused the certificate.
+    pub tls_handshakes_failed: u64,
 }
 
 #[derive(Default)]
@@ -56,6 +62,7 @@ struct State {
 /// A running stub.
 pub struct SqsStub {
     address: SocketAddr,
+    scheme: &'static str,
     state: Arc<Mutex<State>>,
     shutdown: Shutdown,
 }
@@ -63,6 +70,26 @@ pub struct SqsStub {
 impl SqsStub {
     /// Starts a stub on `listen` (`127.0.0.1:0` picks a free port) with `faults`.
     pub async fn start(listen: &str, faults: Faults) -> std::io::Result<Self> {
+        Self::start_with(listen, faults, None).await
+    }
+
+    /// Starts a stub that speaks HTTPS, presenting the PEM chain in `certificate_file` (leaf
+    /// first) with the key in `key_file`.
+    pub async fn start_tls(
+        listen: &str,
+        faults: Faults,
+        certificate_file: &Path,
+        key_file: &Path,
+    ) -> std::io::Result<Self> {
+        let acceptor = tls::acceptor(certificate_file, key_file)?;
+        Self::start_with(listen, faults, Some(acceptor)).await
+    }
+
+    async fn start_with(
+        listen: &str,
+        faults: Faults,
+        tls: Option<TlsAcceptor>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let address = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State {
@@ -70,21 +97,24 @@ impl SqsStub {
             ..State::default()
         }));
         let shutdown = Shutdown::new();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         tokio::spawn(server::serve(
             listener,
+            tls,
             Arc::clone(&state),
             shutdown.clone(),
         ));
         Ok(Self {
             address,
+            scheme,
             state,
             shutdown,
         })
     }
 
-    /// The endpoint URL to configure, `http://127.0.0.1:PORT`.
+    /// The endpoint URL to configure, `http://127.0.0.1:PORT` (`https` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.address)
+        format!("{}://{}", self.scheme, self.address)
     }
 
     /// A queue URL on this endpoint; FIFO when `name` ends in `.fifo`.

@@ -102,3 +102,17 @@ fn version_and_help() {
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(text.contains("run") && text.contains("check"), "{text}");
 }
+
+#[test]
+fn a_ca_bundle_without_certificates_exits_2_naming_the_key_and_file() {
+    let mut bundle = tempfile::Builder::new().suffix(".pem").tempfile().unwrap();
+    bundle.write_all(b"not a certificate\n").unwrap();
+    let path = bundle.path().display().to_string();
+    let output = check(&format!("{VALID}ca_bundle_file = \"{path}\"\n"));
+    assert_eq!(output.status.code(), Some(2));
+    let text = stderr(&output);
+    assert!(
+        text.contains("destinations.0.ca_bundle_file") && text.contains(&path),
+        "{text}"
+    );
+}

@@ -2,6 +2,8 @@
 //! `sqs-stub --listen 127.0.0.1:4577 --delay-ms 20`. Faults can be changed while it runs
 //! with `PUT /_stub/faults`; `GET /_stub/stats` reports what it received.
 
+use std::path::PathBuf;
+
 use clap::Parser;
 use kafka_sqs_bridge::stub::{Faults, SqsStub};
 
@@ -13,19 +15,27 @@ struct Args {
     /// Round-trip delay added to every request, in milliseconds.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
+    /// Speak HTTPS with this PEM certificate chain, leaf first (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_certificate: Option<PathBuf>,
+    /// The PEM private key of --tls-certificate.
+    #[arg(long, requires = "tls_certificate")]
+    tls_key: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
-    let stub = SqsStub::start(
-        &args.listen,
-        Faults {
-            delay_ms: args.delay_ms,
-            ..Faults::default()
-        },
-    )
-    .await?;
+    let faults = Faults {
+        delay_ms: args.delay_ms,
+        ..Faults::default()
+    };
+    let stub = match (&args.tls_certificate, &args.tls_key) {
+        (Some(certificate), Some(key)) => {
+            SqsStub::start_tls(&args.listen, faults, certificate, key).await?
+        }
+        _ => SqsStub::start(&args.listen, faults).await?,
+    };
     println!("sqs-stub listening on {}", stub.endpoint());
     tokio::signal::ctrl_c().await?;
     Ok(())

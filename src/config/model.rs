@@ -3,6 +3,8 @@
 //! checked while deserializing (see [`super::values`]), so that the error names the key and
 //! where it came from; rules that span several keys live in [`super::validate`].
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use super::security::{CredentialsConfig, KafkaProperties, KafkaSecurity};
@@ -61,6 +63,10 @@ pub struct DestinationConfig {
     /// Another SQS endpoint, such as LocalStack; the real AWS endpoint when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_url: Option<String>,
+    /// A PEM file of certificate authorities trusted for this endpoint, besides the system's
+    /// own: for a private endpoint whose certificate a company CA signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_file: Option<PathBuf>,
     /// The queue's region; read off an AWS queue URL when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,

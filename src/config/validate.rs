@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use super::ca_bundle::read_ca_bundle;
 use super::credentials_csv::read_access_key;
 use super::secret::Secret;
 use super::security::SaslMechanism;
@@ -102,6 +103,21 @@ fn destination_problems(config: &Config, d: &DestinationConfig) -> Vec<(&'static
     if let Some(endpoint) = &d.endpoint_url {
         if let Err(e) = url::Url::parse(endpoint) {
             problems.push(("endpoint_url", format!("{endpoint:?} is not a URL: {e}")));
+        }
+    }
+    if let Some(file) = &d.ca_bundle_file {
+        if let Err(e) = read_ca_bundle(file) {
+            problems.push(("ca_bundle_file", e.to_string()));
+        }
+        if d.endpoint_url
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+        {
+            problems.push((
+                "ca_bundle_file",
+                "has no effect: endpoint_url is plain http, so no certificate is checked"
+                    .to_owned(),
+            ));
         }
     }
     if let Some(filter) = &d.filter {

@@ -14,6 +14,7 @@ fn destination(queue: &str, message: MessageConfig) -> DestinationConfig {
         queue_url: QueueUrl::try_from(format!("https://sqs.eu-west-1.amazonaws.com/1/{queue}"))
             .unwrap(),
         endpoint_url: None,
+        ca_bundle_file: None,
         region: None,
         topics: None,
         filter: None,

@@ -105,13 +105,17 @@ impl DestinationLoop {
         let settings = ClientSettings {
             region: region.expect("validated: a region is known"),
             endpoint_url: d.endpoint_url.clone(),
+            ca_bundle_file: d.ca_bundle_file.clone(),
             request_timeout: Duration::from_millis(d.delivery.request_timeout_ms),
             credentials: d.credentials.clone(),
         };
-        let sender = BatchSender::new(
-            build_client(&settings).await,
-            d.queue_url.as_str().to_owned(),
-        );
+        let client = build_client(&settings)
+            .await
+            .map_err(|e| PipelineError::SqsClient {
+                destination: name.clone(),
+                reason: e.to_string(),
+            })?;
+        let sender = BatchSender::new(client, d.queue_url.as_str().to_owned());
         let poison = PoisonHandler::new(
             &name,
             d.delivery.on_undeliverable,

@@ -1,15 +1,18 @@
-//! The SDK client for one destination: its region, endpoint and timeouts. Retries are the
-//! bridge's own (see [`super::retry`]), so that only failed entries are resent and every
-//! attempt is counted; the SDK's are turned off.
+//! The SDK client for one destination: its region, endpoint, trusted CAs and timeouts.
+//! Retries are the bridge's own (see [`super::retry`]), so that only failed entries are
+//! resent and every attempt is counted; the SDK's are turned off.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_sdk_sqs::config::Region;
+use aws_sdk_sqs::config::{Region, SharedHttpClient};
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
 
 use super::credentials::credentials_provider;
+use crate::config::ca_bundle::{CaBundle, CaBundleError, read_ca_bundle};
 use crate::config::security::CredentialsConfig;
 
 /// Where and how to reach one queue.
@@ -17,12 +20,15 @@ use crate::config::security::CredentialsConfig;
 pub struct ClientSettings {
     pub region: String,
     pub endpoint_url: Option<String>,
+    /// Certificate authorities trusted besides the system's; see [`crate::config::ca_bundle`].
+    pub ca_bundle_file: Option<PathBuf>,
     pub request_timeout: Duration,
     pub credentials: CredentialsConfig,
 }
 
-/// An SQS client with the destination's credentials: see [`super::credentials`].
-pub async fn build_client(settings: &ClientSettings) -> aws_sdk_sqs::Client {
+/// An SQS client with the destination's credentials: see [`super::credentials`]. Fails only
+/// when the CA bundle, checked at start-up, can no longer be read.
+pub async fn build_client(settings: &ClientSettings) -> Result<aws_sdk_sqs::Client, CaBundleError> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(settings.region.clone()))
         .retry_config(RetryConfig::disabled())
@@ -30,11 +36,27 @@ pub async fn build_client(settings: &ClientSettings) -> aws_sdk_sqs::Client {
     if let Some(endpoint) = &settings.endpoint_url {
         loader = loader.endpoint_url(endpoint);
     }
+    if let Some(file) = &settings.ca_bundle_file {
+        loader = loader.http_client(https_client_trusting(&read_ca_bundle(file)?));
+    }
     if let Some(provider) = credentials_provider(&settings.credentials, &settings.region).await {
         loader = loader.credentials_provider(provider);
     }
     let sdk_config = loader.load().await;
-    aws_sdk_sqs::Client::new(&sdk_config)
+    Ok(aws_sdk_sqs::Client::new(&sdk_config))
+}
+
+/// The SDK's own HTTPS client (rustls on aws-lc) with `bundle` added to the system's roots.
+fn https_client_trusting(bundle: &CaBundle) -> SharedHttpClient {
+    let trust_store = TrustStore::default().with_pem_certificate(bundle.pem());
+    let context = TlsContext::builder()
+        .with_trust_store(trust_store)
+        .build()
+        .expect("a TLS context with a trust store only cannot fail to build");
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https()
 }
 
 fn timeouts(request_timeout: Duration) -> TimeoutConfig {

@@ -13,7 +13,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use super::faults::RequestFault;
 use super::limits::{BatchRequest, Entry, Refusal, check_batch, check_entry};
@@ -36,7 +38,12 @@ impl std::fmt::Display for DropConnection {
 
 impl std::error::Error for DropConnection {}
 
-pub(super) async fn serve(listener: TcpListener, state: Shared, shutdown: Shutdown) {
+pub(super) async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    state: Shared,
+    shutdown: Shutdown,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -44,13 +51,29 @@ pub(super) async fn serve(listener: TcpListener, state: Shared, shutdown: Shutdo
         };
         let Ok((stream, _)) = accepted else { continue };
         let state = Arc::clone(&state);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| handle(request, Arc::clone(&state)));
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let Some(tls) = tls else {
+                return serve_connection(stream, state).await;
+            };
+            match tls.accept(stream).await {
+                Ok(stream) => serve_connection(stream, state).await,
+                // A client that refuses the certificate ends the handshake: counted, so that
+                // a test can tell a refusal from a request that never came.
+                Err(_) => lock(&state).stats.tls_handshakes_failed += 1,
+            }
         });
     }
+}
+
+async fn serve_connection<S>(stream: S, state: Shared)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| handle(request, Arc::clone(&state)));
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 async fn handle(request: Request<Incoming>, state: Shared) -> Result<Reply, DropConnection> {
