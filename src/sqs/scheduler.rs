@@ -48,6 +48,25 @@ struct Group<T> {
     busy: bool,
 }
 
+/// A group waiting for a batch, with what its first message looks like; that message does
+/// not change while the group waits, so the hot checks need no lookup in `groups`.
+#[derive(Debug)]
+struct Ready {
+    key: Arc<str>,
+    queued_at: Instant,
+    size: usize,
+}
+
+impl Ready {
+    fn of<T>(key: Arc<str>, front: &Queued<T>) -> Self {
+        Self {
+            key,
+            queued_at: front.queued_at,
+            size: front.size,
+        }
+    }
+}
+
 /// The queue of one destination's messages.
 #[derive(Debug)]
 pub struct Scheduler<T> {
@@ -56,7 +75,7 @@ pub struct Scheduler<T> {
     one_per_group: bool,
     groups: HashMap<Arc<str>, Group<T>>,
     /// Groups with queued messages and no batch in flight, in the order they became ready.
-    ready: VecDeque<Arc<str>>,
+    ready: VecDeque<Ready>,
     /// Messages without an order key.
     unordered: VecDeque<Queued<T>>,
     queued: usize,
@@ -106,13 +125,13 @@ impl<T> Scheduler<T> {
         };
         if let Some(group) = self.groups.get_mut(key) {
             if group.queue.is_empty() && !group.busy {
-                self.ready.push_back(Arc::from(key));
+                self.ready.push_back(Ready::of(Arc::from(key), &queued));
             }
             group.queue.push_back(queued);
             return;
         }
         let key: Arc<str> = Arc::from(key);
-        self.ready.push_back(Arc::clone(&key));
+        self.ready.push_back(Ready::of(Arc::clone(&key), &queued));
         self.groups.insert(
             key,
             Group {
@@ -133,11 +152,7 @@ impl<T> Scheduler<T> {
         // Groups become ready roughly in the order their messages came, so the first few
         // ready groups hold the oldest messages; looking further would cost more than the
         // few milliseconds it could win.
-        let grouped = self
-            .ready
-            .iter()
-            .take(16)
-            .filter_map(|key| self.groups.get(key)?.queue.front().map(|q| q.queued_at));
+        let grouped = self.ready.iter().take(16).map(|r| r.queued_at);
         let unordered = self.unordered.front().map(|q| q.queued_at);
         grouped
             .chain(unordered)
@@ -152,10 +167,11 @@ impl<T> Scheduler<T> {
                 continue;
             };
             group.busy = false;
-            if group.queue.is_empty() {
-                self.groups.remove(key);
-            } else {
-                self.ready.push_back(Arc::clone(key));
+            match group.queue.front() {
+                Some(front) => self.ready.push_back(Ready::of(Arc::clone(key), front)),
+                None => {
+                    self.groups.remove(key);
+                }
             }
         }
     }
@@ -181,9 +197,15 @@ impl<T> Scheduler<T> {
             }
         }
         self.queued -= removed.len();
+        // A waiting group's first message may be gone: describe it by its new one.
         let groups = &self.groups;
-        self.ready
-            .retain(|key| groups.get(key).is_some_and(|g| !g.queue.is_empty()));
+        self.ready = std::mem::take(&mut self.ready)
+            .into_iter()
+            .filter_map(|r| {
+                let front = groups.get(&r.key)?.queue.front()?;
+                Some(Ready::of(r.key, front))
+            })
+            .collect();
         self.groups.retain(|_, g| g.busy || !g.queue.is_empty());
         removed
     }
@@ -192,22 +214,23 @@ impl<T> Scheduler<T> {
     fn can_fill(&self) -> bool {
         let mut entries = 0;
         let mut bytes = 0;
+        let mut count = |size: usize| {
+            entries += 1;
+            bytes += size;
+            entries >= self.limits.max_entries || bytes >= self.limits.max_bytes
+        };
+        if self.one_per_group {
+            // One message per group: the sizes kept in `ready` are all there is to add up.
+            let grouped = self.ready.iter().map(|r| r.size);
+            let unordered = self.unordered.iter().map(|q| q.size);
+            return grouped.chain(unordered).any(&mut count);
+        }
         let grouped = self
             .ready
             .iter()
-            .filter_map(|key| self.groups.get(key))
-            .flat_map(|g| {
-                let take = if self.one_per_group { 1 } else { g.queue.len() };
-                g.queue.iter().take(take)
-            });
-        for queued in grouped.chain(self.unordered.iter()) {
-            entries += 1;
-            bytes += queued.size;
-            if entries >= self.limits.max_entries || bytes >= self.limits.max_bytes {
-                return true;
-            }
-        }
-        false
+            .filter_map(|r| self.groups.get(&r.key))
+            .flat_map(|g| g.queue.iter());
+        grouped.chain(self.unordered.iter()).any(|q| count(q.size))
     }
 
     fn build(&mut self) -> Option<Batch<T>> {
@@ -218,10 +241,10 @@ impl<T> Scheduler<T> {
         let mut bytes = 0;
         let mut skipped = Vec::new();
         while batch.entries.len() < self.limits.max_entries {
-            let Some(key) = self.ready.pop_front() else {
+            let Some(ready) = self.ready.pop_front() else {
                 break;
             };
-            let group = self.groups.get_mut(&key).expect("ready groups exist");
+            let group = self.groups.get_mut(&ready.key).expect("ready groups exist");
             let mut took = 0;
             while let Some(front) = group.queue.front() {
                 let fits = batch.entries.len() < self.limits.max_entries
@@ -237,15 +260,15 @@ impl<T> Scheduler<T> {
             }
             if took == 0 {
                 // Its next message does not fit what is left of this batch.
-                skipped.push(key);
+                skipped.push(ready);
                 continue;
             }
             group.busy = true;
-            batch.groups.push(key);
+            batch.groups.push(ready.key);
         }
         // Groups that did not fit stay first in line.
-        for key in skipped.into_iter().rev() {
-            self.ready.push_front(key);
+        for ready in skipped.into_iter().rev() {
+            self.ready.push_front(ready);
         }
         while let Some(front) = self.unordered.front() {
             if batch.entries.len() >= self.limits.max_entries
