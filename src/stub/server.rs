@@ -1,7 +1,11 @@
 //! The stub's HTTP side: SQS's JSON protocol on `/`, and the control endpoints under
 //! `/_stub/`.
 
-use std::sync::{Arc, Mutex};
+// A refusal is a whole HTTP reply, carried in `Err` to be sent as it is; one per request,
+// so boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -143,8 +147,8 @@ async fn handle(request: Request<Incoming>, state: Shared) -> Result<Reply, Drop
     }
     let lose_reply = rand::random::<f64>() < lock(&state).faults.lose_reply_rate;
     let reply = match action.as_str() {
-        "SendMessageBatch" => send_batch(&body, &state),
-        "SendMessage" => send_one(&body, &state),
+        "SendMessageBatch" => send_batch(&body, &state).unwrap_or_else(|refusal| refusal),
+        "SendMessage" => send_one(&body, &state).unwrap_or_else(|refusal| refusal),
         _ => refused(
             StatusCode::FORBIDDEN,
             "AccessDenied",
@@ -161,29 +165,17 @@ async fn handle(request: Request<Incoming>, state: Shared) -> Result<Reply, Drop
     }
 }
 
-fn send_batch(body: &[u8], state: &Shared) -> Reply {
-    let request: BatchRequest = match serde_json::from_slice(body) {
-        Ok(request) => request,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "SerializationException",
-                "InvalidParameterValue",
-                &e.to_string(),
-            );
-        }
-    };
-    let mut state = lock(state);
-    let (queue, fifo) = queue_of(&request.queue_url);
-    if let Some(refusal) = queue_refusal(&state.faults, &queue) {
-        state.stats.refused_requests += 1;
-        return refusal;
-    }
+/// The reply to a request that was read; `Err` holds a refusal of the whole request.
+type Answer = Result<Reply, Reply>;
+
+fn send_batch(body: &[u8], state: &Shared) -> Answer {
+    let request: BatchRequest = parse(body)?;
+    let (mut state, queue, fifo) = open_queue(state, &request.queue_url)?;
     state.stats.entries += request.entries.len() as u64;
     bill(&mut state, request.entries.iter().map(Entry::size).sum());
     if let Err(refusal) = check_batch(&request) {
         state.stats.refused_requests += 1;
-        return refusal_reply(&refusal);
+        return Err(refusal_reply(&refusal));
     }
     let mut successful = Vec::new();
     let mut failed = Vec::new();
@@ -198,40 +190,52 @@ fn send_batch(body: &[u8], state: &Shared) -> Reply {
             }
         }
     }
-    ok(json!({ "Successful": successful, "Failed": failed }))
+    Ok(ok(json!({ "Successful": successful, "Failed": failed })))
 }
 
-fn send_one(body: &[u8], state: &Shared) -> Reply {
-    let entry: Entry = match serde_json::from_slice(body) {
-        Ok(entry) => entry,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "SerializationException",
-                "InvalidParameterValue",
-                &e.to_string(),
-            );
-        }
-    };
-    let mut state = lock(state);
-    let (queue, fifo) = queue_of(&entry.queue_url);
-    if let Some(refusal) = queue_refusal(&state.faults, &queue) {
-        state.stats.refused_requests += 1;
-        return refusal;
-    }
+fn send_one(body: &[u8], state: &Shared) -> Answer {
+    let entry: Entry = parse(body)?;
+    let (mut state, queue, fifo) = open_queue(state, &entry.queue_url)?;
     state.stats.entries += 1;
     bill(&mut state, entry.size());
     match entry_fate(&state.faults, &entry, fifo) {
         Ok(()) => {
             let mut accepted = accept(&mut state, &queue, fifo, &entry);
             accepted.as_object_mut().map(|o| o.remove("Id"));
-            ok(accepted)
+            Ok(ok(accepted))
         }
         Err((refusal, _)) => {
             state.stats.refused_requests += 1;
-            refusal_reply(&refusal)
+            Err(refusal_reply(&refusal))
         }
     }
+}
+
+/// The request body as `T`, or SQS's answer to JSON it cannot read.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Reply> {
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "SerializationException",
+            "InvalidParameterValue",
+            &e.to_string(),
+        )
+    })
+}
+
+/// The locked state for a send to `queue_url`, with the queue's name and whether it is
+/// FIFO; or the refusal of a queue the faults say is missing or refusing.
+fn open_queue<'a>(
+    state: &'a Shared,
+    queue_url: &str,
+) -> Result<(MutexGuard<'a, State>, String, bool), Reply> {
+    let mut state = lock(state);
+    let (queue, fifo) = queue_of(queue_url);
+    if let Some(refusal) = queue_refusal(&state.faults, &queue) {
+        state.stats.refused_requests += 1;
+        return Err(refusal);
+    }
+    Ok((state, queue, fifo))
 }
 
 /// Whether an entry is taken, or refused (and whether as a sender fault).
@@ -428,6 +432,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn lock(state: &Shared) -> std::sync::MutexGuard<'_, State> {
+fn lock(state: &Shared) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
