@@ -122,6 +122,35 @@ fn remove_where_drops_queued_messages() {
     assert!(s.is_empty());
 }
 
+#[test]
+fn a_waiting_group_is_judged_by_its_current_first_message() {
+    let start = Instant::now();
+    let later = start + Duration::from_millis(15);
+    let linger = Duration::from_millis(20);
+    let mut s = scheduler(10, 1_000, true);
+    s.push(Some("a"), message("a", 1), 0, start);
+    s.push(Some("a"), message("a", 1), 1, later);
+    assert_eq!(s.deadline(), Some(start + linger));
+    s.remove_where(|t| *t == 0);
+    assert_eq!(
+        s.deadline(),
+        Some(later + linger),
+        "the removed message no longer sets the deadline"
+    );
+
+    // One entry per group: only the groups' first messages count towards a full batch.
+    let mut s = scheduler(10, 100, true);
+    s.push(Some("a"), message("a", 10), 0, start);
+    s.push(Some("a"), message("a", 95), 1, start);
+    s.push(Some("b"), message("b", 10), 2, start);
+    assert!(s.take(start, false).is_none(), "two small first messages");
+    s.remove_where(|t| *t == 0);
+    assert!(
+        s.take(start, false).is_some(),
+        "a's first message is now the large one"
+    );
+}
+
 proptest! {
     /// Whatever is queued and however batches complete: no batch breaks a limit, no group is
     /// in two batches at once, and each group's messages are sent in the order queued.
