@@ -12,7 +12,7 @@ use kafka_sqs_bridge::admin::{self, Health};
 use kafka_sqs_bridge::config::{Config, LogFormat};
 use kafka_sqs_bridge::metrics::Metrics;
 use kafka_sqs_bridge::pipeline;
-use kafka_sqs_bridge::shutdown::Shutdown;
+use kafka_sqs_bridge::shutdown::{self, Shutdown};
 use tracing_subscriber::EnvFilter;
 
 /// Streams Kafka records into Amazon SQS queues, committing offsets only after SQS
@@ -84,6 +84,9 @@ fn run(config: Config) -> ExitCode {
             tracing::error!(%error, "cannot listen for signals");
             return ExitCode::from(EXIT_RUNTIME);
         }
+        let stop_limit = Duration::from_millis(config.shutdown.drain_timeout_ms)
+            + shutdown::FINAL_COMMIT_ALLOWANCE;
+        shutdown.exit_if_stuck(stop_limit, i32::from(EXIT_RUNTIME));
         let metrics = Metrics::global();
         metrics.up.set(1);
         let unready_after = Duration::from_millis(config.admin.unready_after_failing_ms);

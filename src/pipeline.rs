@@ -22,6 +22,11 @@ pub enum PipelineError {
     Consumer { destination: String, reason: String },
     #[error("destination {destination}: cannot create the dead-letter producer: {reason}")]
     DeadLetterProducer { destination: String, reason: String },
+    #[error(
+        "destination {destination}: the final offset commit failed, so the records \
+         acknowledged since the last commit will be sent again: {reason}"
+    )]
+    FinalCommit { destination: String, reason: String },
     #[error("destination {destination}: cannot build the SQS client: {reason}")]
     SqsClient { destination: String, reason: String },
     #[error("destination {destination}: stopped on an undeliverable record: {reason}")]

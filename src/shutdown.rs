@@ -1,7 +1,14 @@
 //! One shutdown signal for the whole process: SIGTERM, SIGINT, or a destination that must
-//! stop. Every loop watches it; none is cut off mid-batch.
+//! stop. Every loop watches it; none is cut off mid-batch. A stop that cannot finish, as
+//! when the brokers are gone and the final commit waits for them, ends the process after a
+//! bounded time instead of waiting for the orchestrator to kill it.
+
+use std::time::Duration;
 
 use tokio::sync::watch;
+
+/// What a stop may take beyond the drain timeout: the final commit and leaving the groups.
+pub const FINAL_COMMIT_ALLOWANCE: Duration = Duration::from_secs(10);
 
 /// A clonable handle that can trigger the shutdown and wait for it.
 #[derive(Clone, Debug)]
@@ -35,6 +42,26 @@ impl Shutdown {
         let mut receiver = self.receiver.clone();
         // The sender lives in `self`, so the channel cannot close while we wait.
         let _ = receiver.wait_for(|triggered| *triggered).await;
+    }
+
+    /// Exits the process with `code` once `limit` has passed since the shutdown was
+    /// triggered, if it is still running then. Uncommitted records are read again by the
+    /// next owner of their partitions, so nothing is lost; the log says so.
+    pub fn exit_if_stuck(&self, limit: Duration, code: i32) {
+        let shutdown = self.clone();
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            // A thread of its own: a blocking librdkafka call may hold every runtime worker.
+            std::thread::spawn(move || {
+                std::thread::sleep(limit);
+                tracing::error!(
+                    limit_ms = limit.as_millis() as u64,
+                    "shutdown did not finish in time, probably waiting for Kafka; exiting \
+                     without the final commit, so unacknowledged records will be read again"
+                );
+                std::process::exit(code);
+            });
+        });
     }
 
     /// Triggers the shutdown on SIGTERM or SIGINT.

@@ -490,3 +490,73 @@ async fn instances_joining_and_leaving_keep_every_record_in_order_cooperative() 
 async fn instances_joining_and_leaving_keep_every_record_in_order_kip_848() {
     instances_join_and_leave("consumer").await;
 }
+
+/// Stops the broker until dropped, when it is started again on the same data.
+struct BrokerOutage;
+
+impl BrokerOutage {
+    fn begin() -> Self {
+        services_script(&["down", "kafka"]);
+        Self
+    }
+}
+
+impl Drop for BrokerOutage {
+    fn drop(&mut self) {
+        services_script(&["up", "kafka"]);
+    }
+}
+
+fn services_script(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services");
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .args(args)
+        .status()
+        .expect("scripts/services runs");
+    assert!(status.success(), "scripts/services {args:?} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_with_the_broker_gone_ends_in_bounded_time() {
+    let services = Services::from_env();
+    let topic = unique("outage");
+    create_topic(&services, &topic, 2).await;
+    let stub = SqsStub::start("127.0.0.1:0", Faults::default())
+        .await
+        .unwrap();
+    produce(&producer(&services), &topic, &sensor_records(100, 10, 1)).await;
+    let group = unique("outage");
+    // No periodic commit: the final one has work to do when the broker has gone.
+    let config = base_config(&services, &group, &topic)
+        .replace("drain_timeout_ms = 10000", "drain_timeout_ms = 2000")
+        .replace("commit_interval_ms = 200", "commit_interval_ms = 600000")
+        + &stub_destination("fifo", &stub, "q.fifo", "");
+    let mut bridge = Bridge::start(&config, "broker_gone_stop");
+    wait_for_depth(&stub, "q.fifo", 100, MINUTE, &bridge).await;
+
+    let outage = BrokerOutage::begin();
+    bridge.signal("TERM");
+    let started = Instant::now();
+    // The drain timeout (2 s) plus the final commit's allowance (10 s), and some slack.
+    let status = bridge.wait(Duration::from_secs(20));
+    let took = started.elapsed();
+    drop(outage);
+
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "still running {took:?} after SIGTERM; log: {}",
+            bridge.log.display()
+        )
+    });
+    // Acknowledged offsets were left to commit, and the commit cannot succeed: not a clean
+    // stop, and the bridge must say so, whether the commit failed or never finished.
+    let log = bridge.log_text();
+    assert_eq!(status.code(), Some(1), "log: {log}");
+    assert!(
+        log.contains("the final offset commit failed")
+            || log.contains("shutdown did not finish in time"),
+        "exit 1 must say why: {log}"
+    );
+    assert_eq!(stub.depth("q.fifo"), 100);
+}

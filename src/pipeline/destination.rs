@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaError;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, trace, warn};
@@ -46,8 +47,8 @@ pub async fn run(
 ) -> Result<(), PipelineError> {
     let mut pipeline = DestinationLoop::start(&config, index, metrics).await?;
     let outcome = pipeline.run(&shutdown).await;
-    pipeline.finish().await;
-    outcome
+    let finished = pipeline.finish().await;
+    outcome.and(finished)
 }
 
 struct DestinationLoop {
@@ -216,7 +217,9 @@ impl DestinationLoop {
                 },
                 _ = sleep_until(linger) => {}
                 _ = commit_tick.tick() => {
-                    self.commit(CommitMode::Async);
+                    if let Err(error) = self.commit(CommitMode::Async) {
+                        warn!(destination = %self.name, %error, "offset commit failed; it is retried with the next one");
+                    }
                     self.gauges();
                 }
             }
@@ -351,22 +354,22 @@ impl DestinationLoop {
     }
 
     /// Commits the watermarks that advanced.
-    fn commit(&self, mode: CommitMode) {
+    fn commit(&self, mode: CommitMode) -> Result<(), KafkaError> {
         let offsets = self.progress.take_committable();
         if offsets.is_empty() {
-            return;
+            return Ok(());
         }
         debug!(destination = %self.name, partitions = offsets.len(), "committing offsets");
-        match self.consumer.commit(&offsets_list(&offsets), mode) {
+        let committed = self.consumer.commit(&offsets_list(&offsets), mode);
+        match &committed {
             Ok(()) => self.metrics.committed(&self.name, &offsets),
-            Err(error) => {
-                warn!(destination = %self.name, %error, "offset commit failed; it is retried with the next one");
-                self.metrics
-                    .commit_failures
-                    .with_label_values(&[&self.name])
-                    .inc();
-            }
+            Err(_) => self
+                .metrics
+                .commit_failures
+                .with_label_values(&[&self.name])
+                .inc(),
         }
+        committed
     }
 
     /// After a rebalance, drops queued records of partitions no longer owned.
@@ -435,8 +438,9 @@ impl DestinationLoop {
     }
 
     /// Sends what is queued, waits for the batches in flight up to the drain timeout, commits
-    /// what was acknowledged and leaves the group.
-    async fn finish(mut self) {
+    /// what was acknowledged and leaves the group. Fails when that last commit does: the
+    /// stop was then not clean, though nothing is lost (the records are read again).
+    async fn finish(mut self) -> Result<(), PipelineError> {
         if let Ok(assignment) = self.consumer.assignment() {
             let _ = self.consumer.pause(&assignment);
         }
@@ -456,11 +460,15 @@ impl DestinationLoop {
                 }
             }
         }
-        self.commit(CommitMode::Sync);
+        let committed = self.commit(CommitMode::Sync);
         // Nothing is left to wait for: the revoke that closing triggers must not wait either.
         self.progress.clear();
         self.consumer.unsubscribe();
         info!(destination = %self.name, "destination stopped");
+        committed.map_err(|error| PipelineError::FinalCommit {
+            destination: self.name.clone(),
+            reason: describe_error(&error),
+        })
     }
 }
 
