@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use kafka_sqs_bridge::stub::{Faults, SqsStub};
+use support::token_endpoint::TokenEndpoint;
 use support::*;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -130,6 +131,86 @@ async fn oauthbearer_with_an_unsecured_token() {
     let properties = "\"enable.sasl.oauthbearer.unsecure.jwt\" = \"true\"\n\
                       \"sasl.oauthbearer.config\" = \"principal=bridge lifeSeconds=60\"\n";
     delivers_with_properties(security, properties, &env("TEST_KAFKA_SASL"), "oauthbearer").await;
+}
+
+/// The `[kafka.security]` body for OIDC logins at `endpoint` with the secret in `secret_file`.
+fn oidc_security(endpoint: &TokenEndpoint, secret_file: &str) -> String {
+    format!(
+        "protocol = \"sasl_plaintext\"\nsasl_mechanism = \"OAUTHBEARER\"\n[kafka.security.oidc]\n\
+         token_endpoint_url = \"{}\"\nclient_id = \"bridge\"\nclient_secret_file = \"{secret_file}\"\n\
+         scope = \"kafka\"\n",
+        endpoint.url
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauthbearer_with_oidc_tokens_from_a_token_endpoint() {
+    // The broker's OIDC listener takes only tokens signed by the test identity provider's
+    // key (scripts/services); the endpoint hands one out for the right client secret.
+    let secret_file = env("TEST_OIDC_CLIENT_SECRET_FILE");
+    let secret = std::fs::read_to_string(&secret_file).unwrap();
+    let token = std::fs::read_to_string(env("TEST_OIDC_TOKEN_FILE")).unwrap();
+    let endpoint = TokenEndpoint::start("bridge", secret.trim(), token.trim().to_owned());
+    let security = oidc_security(&endpoint, &secret_file);
+    delivers_through(&security, &env("TEST_KAFKA_OIDC"), "oidc").await;
+    assert!(endpoint.granted() >= 1, "the bridge fetched its token");
+    assert_eq!(endpoint.refused(), 0);
+
+    // A wrong secret gets no token, so no connection; the secret is not printed.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong-secret");
+    std::fs::write(&wrong, "WRONG-OIDC-SECRET-PLANTED\n").unwrap();
+    let services = Services::from_env();
+    let stub = SqsStub::start("127.0.0.1:0", Faults::default())
+        .await
+        .unwrap();
+    let topic = topic_with_records(&services, 1).await;
+    let config = secure_config(
+        &services,
+        &env("TEST_KAFKA_OIDC"),
+        &oidc_security(&endpoint, &wrong.display().to_string()),
+        &stub,
+        &topic,
+        &unique("oidc_wrong"),
+        free_port(),
+        "",
+    );
+    let (passed, text) = send_probe(&config, dir.path());
+    assert!(
+        !passed,
+        "Kafka must refuse a client without a token: {text}"
+    );
+    assert!(endpoint.refused() >= 1, "the endpoint saw the wrong secret");
+    assert!(!text.contains("WRONG-OIDC-SECRET-PLANTED"), "{text}");
+}
+
+/// The unsigned tokens of OAUTHBEARER's default login are refused by the OIDC listener: it
+/// really checks signatures, so getting through it means the OIDC login worked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oidc_listener_refuses_unsigned_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = Services::from_env();
+    let stub = SqsStub::start("127.0.0.1:0", Faults::default())
+        .await
+        .unwrap();
+    let topic = topic_with_records(&services, 1).await;
+    let config = secure_config(
+        &services,
+        &env("TEST_KAFKA_OIDC"),
+        "protocol = \"sasl_plaintext\"\nsasl_mechanism = \"OAUTHBEARER\"\n",
+        &stub,
+        &topic,
+        &unique("unsigned"),
+        free_port(),
+        "",
+    )
+    .replace(
+        "[kafka.properties]\n",
+        "[kafka.properties]\n\"enable.sasl.oauthbearer.unsecure.jwt\" = \"true\"\n\
+         \"sasl.oauthbearer.config\" = \"principal=bridge\"\n",
+    );
+    let (passed, text) = send_probe(&config, dir.path());
+    assert!(!passed, "an unsigned token must not get in: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,10 +494,11 @@ async fn planted_secrets_never_appear_in_output_logs_or_metrics_and_only_sends_a
     );
 
     // librdkafka's text for a refused property carries the value: it must not get through.
+    // A misspelt name is the likely way to have a secret refused.
     let refused = dir.path().join("refused.toml");
     std::fs::write(
         &refused,
-        config.replace("ssl.keystore.password", "sasl.oauthbearer.client.secret"),
+        config.replace("ssl.keystore.password", "sasl.oauthbearer.client.secrett"),
     )
     .unwrap();
     let output = Command::new(binary)

@@ -49,7 +49,8 @@ pub enum SaslMechanism {
     ScramSha256,
     #[serde(rename = "SCRAM-SHA-512")]
     ScramSha512,
-    /// Tokens configured through `sasl.oauthbearer.*` properties.
+    /// Tokens from an OpenID Connect provider (`[kafka.security.oidc]`), or as configured
+    /// through `sasl.oauthbearer.*` properties.
     #[serde(rename = "OAUTHBEARER")]
     OauthBearer,
 }
@@ -94,9 +95,30 @@ pub struct KafkaSecurity {
     /// The name of an environment variable holding the SASL password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sasl_password_env: Option<String>,
+    /// OAUTHBEARER tokens fetched from an OpenID Connect provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcConfig>,
     /// Read from the files and the environment while loading; never serialized.
     #[serde(skip)]
     pub resolved: ResolvedSecrets,
+}
+
+/// `[kafka.security.oidc]`: the client-credentials grant against an OpenID Connect token
+/// endpoint. librdkafka fetches the token, and fetches a new one before it expires.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    pub token_endpoint_url: String,
+    pub client_id: String,
+    /// A file holding the client secret; or, instead, `client_secret_env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    /// The name of an environment variable holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
+    /// The scope to ask for, when the provider has no default one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// The secrets named by [`KafkaSecurity`], once read.
@@ -104,6 +126,7 @@ pub struct KafkaSecurity {
 pub struct ResolvedSecrets {
     pub sasl_password: Option<Secret>,
     pub key_password: Option<Secret>,
+    pub oidc_client_secret: Option<Secret>,
 }
 
 /// `[kafka.properties]`: librdkafka properties passed through as written. Those whose names

@@ -153,3 +153,77 @@ fn missing_file_is_named() {
         "{error}"
     );
 }
+
+#[test]
+fn the_examples_fail_only_on_the_files_this_machine_lacks() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples");
+    let mut read = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        read += 1;
+        let env = Env::prefixed("BRIDGE_TEST_UNUSED_").split("__");
+        let Err(error) = Config::load_with_env(&path, env) else {
+            continue;
+        };
+        for problem in &error.problems {
+            let missing_file = problem.message.contains("cannot read")
+                || problem.message.contains("cannot be read");
+            assert!(missing_file, "{}: {problem:?}", path.display());
+        }
+    }
+    assert!(read >= 5, "examples found: {read}");
+}
+
+/// MINIMAL with a `[kafka.security]` table of `body`.
+fn with_security(body: &str) -> String {
+    MINIMAL.replace(
+        "[[destinations]]",
+        &format!("[kafka.security]\n{body}\n[[destinations]]"),
+    )
+}
+
+#[test]
+fn oidc_reads_its_client_secret_and_needs_oauthbearer() {
+    let mut secret = tempfile::NamedTempFile::new().unwrap();
+    secret.write_all(b"oidc-client-secret-value\n").unwrap();
+    let oidc = format!(
+        "[kafka.security.oidc]\ntoken_endpoint_url = \"https://idp.example/token\"\n\
+         client_id = \"bridge\"\nclient_secret_file = \"{}\"\n",
+        secret.path().display()
+    );
+    let good = format!("protocol = \"sasl_ssl\"\nsasl_mechanism = \"OAUTHBEARER\"\n{oidc}");
+    let config = load(&with_security(&good)).unwrap();
+    let resolved = &config.kafka.security.resolved;
+    let value = resolved
+        .oidc_client_secret
+        .as_ref()
+        .map(secret::Secret::expose);
+    assert_eq!(value, Some("oidc-client-secret-value"));
+    assert!(!format!("{config:?}").contains("oidc-client-secret-value"));
+
+    let scram = format!(
+        "protocol = \"sasl_ssl\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"u\"\n\
+         sasl_password_file = \"{}\"\n{oidc}",
+        secret.path().display()
+    );
+    let problem = only_problem(load(&with_security(&scram)));
+    assert_eq!(problem.key, "kafka.security.oidc");
+    assert!(problem.message.contains("OAUTHBEARER"), "{problem:?}");
+}
+
+#[test]
+fn oidc_names_a_bad_endpoint_and_a_missing_secret() {
+    let body = "protocol = \"sasl_ssl\"\nsasl_mechanism = \"OAUTHBEARER\"\n\
+                [kafka.security.oidc]\ntoken_endpoint_url = \"not a url\"\n\
+                client_id = \"bridge\"\n";
+    let error = load(&with_security(body)).unwrap_err();
+    let keys: Vec<&str> = error.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "kafka.security.oidc.token_endpoint_url",
+            "kafka.security.oidc.client_secret_file"
+        ],
+        "{error}"
+    );
+}

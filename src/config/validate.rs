@@ -186,7 +186,21 @@ pub(super) fn resolve_secrets(
                 &key("sasl_mechanism"),
                 "SASL needs a mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER".into(),
             ),
-            Some(SaslMechanism::OauthBearer) => {}
+            Some(SaslMechanism::OauthBearer) => {
+                if let Some(oidc) = &security.oidc {
+                    if let Err(e) = url::Url::parse(&oidc.token_endpoint_url) {
+                        report(
+                            &key("oidc.token_endpoint_url"),
+                            format!("{:?} is not a URL: {e}", oidc.token_endpoint_url),
+                        );
+                    }
+                    let source = (&oidc.client_secret_file, &oidc.client_secret_env);
+                    match read_file_or_env(source, "oidc.client_secret") {
+                        Ok(secret) => security.resolved.oidc_client_secret = Some(secret),
+                        Err((name, message)) => report(&key(&name), message),
+                    }
+                }
+            }
             Some(_) => {
                 if security.sasl_username.is_none() {
                     report(
@@ -194,28 +208,23 @@ pub(super) fn resolve_secrets(
                         "PLAIN and SCRAM need a user name".into(),
                     );
                 }
-                match (&security.sasl_password_file, &security.sasl_password_env) {
-                    (Some(file), None) => match read_secret_file(file) {
-                        Ok(secret) => security.resolved.sasl_password = Some(secret),
-                        Err(message) => report(&key("sasl_password_file"), message),
-                    },
-                    (None, Some(variable)) => match std::env::var(variable) {
-                        Ok(value) if !value.is_empty() => {
-                            security.resolved.sasl_password = Some(Secret::new(value))
-                        }
-                        _ => report(
-                            &key("sasl_password_env"),
-                            format!("the environment variable {variable} is not set"),
-                        ),
-                    },
-                    _ => report(
-                        &key("sasl_password_file"),
-                        "set exactly one of sasl_password_file and sasl_password_env".into(),
-                    ),
+                let source = (&security.sasl_password_file, &security.sasl_password_env);
+                match read_file_or_env(source, "sasl_password") {
+                    Ok(secret) => security.resolved.sasl_password = Some(secret),
+                    Err((name, message)) => report(&key(&name), message),
                 }
             }
         }
-    } else if security.sasl_mechanism.is_some() || security.sasl_username.is_some() {
+        if security.oidc.is_some() && security.sasl_mechanism != Some(SaslMechanism::OauthBearer) {
+            report(
+                &key("oidc"),
+                "OIDC tokens need sasl_mechanism = \"OAUTHBEARER\"".into(),
+            );
+        }
+    } else if security.sasl_mechanism.is_some()
+        || security.sasl_username.is_some()
+        || security.oidc.is_some()
+    {
         report(
             &key("protocol"),
             "SASL settings need protocol = \"sasl_plaintext\" or \"sasl_ssl\"".into(),
@@ -286,6 +295,28 @@ pub(super) fn resolve_secrets(
         }
     }
     problems
+}
+
+/// A secret from `NAME_file` or `NAME_env`, exactly one of which must be set; on failure,
+/// the key to blame and why.
+fn read_file_or_env(
+    (file, variable): (&Option<std::path::PathBuf>, &Option<String>),
+    name: &str,
+) -> Result<Secret, (String, String)> {
+    match (file, variable) {
+        (Some(file), None) => read_secret_file(file).map_err(|m| (format!("{name}_file"), m)),
+        (None, Some(variable)) => match std::env::var(variable) {
+            Ok(value) if !value.is_empty() => Ok(Secret::new(value)),
+            _ => Err((
+                format!("{name}_env"),
+                format!("the environment variable {variable} is not set"),
+            )),
+        },
+        _ => Err((
+            format!("{name}_file"),
+            format!("set exactly one of {name}_file and {name}_env"),
+        )),
+    }
 }
 
 /// The first line of a file, without its line end: how secrets are mounted.

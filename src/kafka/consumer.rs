@@ -131,6 +131,20 @@ fn apply_security(config: &mut ClientConfig, security: &KafkaSecurity) {
         if let Some(password) = &security.resolved.sasl_password {
             config.set("sasl.password", password.expose());
         }
+        if let Some(oidc) = &security.oidc {
+            config.set("sasl.oauthbearer.method", "oidc");
+            config.set(
+                "sasl.oauthbearer.token.endpoint.url",
+                &oidc.token_endpoint_url,
+            );
+            config.set("sasl.oauthbearer.client.id", &oidc.client_id);
+            if let Some(secret) = &security.resolved.oidc_client_secret {
+                config.set("sasl.oauthbearer.client.secret", secret.expose());
+            }
+            if let Some(scope) = &oidc.scope {
+                config.set("sasl.oauthbearer.scope", scope);
+            }
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod token_endpoint;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
