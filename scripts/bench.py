@@ -90,6 +90,9 @@ def scenarios(quick):
                  kafka_properties=BOUNDED_PREFETCH),
         Scenario("backlog-256B-20ms-inflight128-bounded-prefetch", "backlog", delay_ms=20,
                  count=backlog, max_in_flight=128, kafka_properties=BOUNDED_PREFETCH),
+        # The bridge's own default budget (32 MiB) instead of the 64 MiB used above.
+        Scenario("backlog-256B-0ms-default-budget", "backlog", count=backlog,
+                 max_buffered_bytes=32 * MIB),
         Scenario("backlog-4KiB-0ms", "backlog", size=4096, count=backlog_4k),
         Scenario("localstack-backlog-256B", "backlog", sink="localstack", count=localstack),
     ]
