@@ -21,7 +21,7 @@ pub async fn check_connectivity(config: &Config, send_probe: bool) -> bool {
     let mut all_ok = report("kafka", check_kafka(config));
     for destination in &config.destinations {
         let name = format!("destination {}", destination.name);
-        let settings = settings(destination);
+        let settings = ClientSettings::for_destination(destination, TIMEOUT);
         all_ok &= report(&name, check_credentials(&settings).await);
         if send_probe {
             all_ok &= report(
@@ -43,20 +43,6 @@ fn report(what: &str, result: Result<String, String>) -> bool {
             println!("FAILED  {what}: {problem}");
             false
         }
-    }
-}
-
-fn settings(d: &DestinationConfig) -> ClientSettings {
-    ClientSettings {
-        region: d
-            .region
-            .clone()
-            .or_else(|| d.queue_url.region().map(str::to_owned))
-            .unwrap_or_default(),
-        endpoint_url: d.endpoint_url.clone(),
-        ca_bundle_file: d.ca_bundle_file.clone(),
-        request_timeout: TIMEOUT,
-        credentials: d.credentials.clone(),
     }
 }
 

@@ -344,6 +344,11 @@ impl DestinationConfig {
     pub fn topics<'a>(&'a self, kafka: &'a KafkaConfig) -> &'a [TopicName] {
         self.topics.as_deref().unwrap_or(&kafka.topics)
     }
+
+    /// The queue's region: as configured, or read off an AWS queue URL.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref().or_else(|| self.queue_url.region())
+    }
 }
 
 mod defaults {

@@ -91,7 +91,7 @@ fn destination_problems(config: &Config, d: &DestinationConfig) -> Vec<(&'static
             "no topics: list them here or in kafka.topics".to_owned(),
         ));
     }
-    if d.region.is_none() && d.queue_url.region().is_none() {
+    if d.region().is_none() {
         problems.push((
             "region",
             format!(

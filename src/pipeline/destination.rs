@@ -99,17 +99,8 @@ impl DestinationLoop {
             reason: describe_error(&source),
         })?;
 
-        let region = d
-            .region
-            .clone()
-            .or_else(|| d.queue_url.region().map(str::to_owned));
-        let settings = ClientSettings {
-            region: region.expect("validated: a region is known"),
-            endpoint_url: d.endpoint_url.clone(),
-            ca_bundle_file: d.ca_bundle_file.clone(),
-            request_timeout: Duration::from_millis(d.delivery.request_timeout_ms),
-            credentials: d.credentials.clone(),
-        };
+        let request_timeout = Duration::from_millis(d.delivery.request_timeout_ms);
+        let settings = ClientSettings::for_destination(d, request_timeout);
         let client = build_client(&settings)
             .await
             .map_err(|e| PipelineError::SqsClient {

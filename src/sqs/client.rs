@@ -15,6 +15,7 @@ use aws_sdk_sqs::config::{Region, SharedHttpClient, StalledStreamProtectionConfi
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
 
 use super::credentials::credentials_provider;
+use crate::config::DestinationConfig;
 use crate::config::ca_bundle::{CaBundle, CaBundleError, read_ca_bundle};
 use crate::config::security::CredentialsConfig;
 
@@ -27,6 +28,20 @@ pub struct ClientSettings {
     pub ca_bundle_file: Option<PathBuf>,
     pub request_timeout: Duration,
     pub credentials: CredentialsConfig,
+}
+
+impl ClientSettings {
+    /// The settings of destination `d`, whose requests may take `request_timeout`.
+    pub fn for_destination(d: &DestinationConfig, request_timeout: Duration) -> Self {
+        Self {
+            // Validation refuses a destination without a known region.
+            region: d.region().unwrap_or_default().to_owned(),
+            endpoint_url: d.endpoint_url.clone(),
+            ca_bundle_file: d.ca_bundle_file.clone(),
+            request_timeout,
+            credentials: d.credentials.clone(),
+        }
+    }
 }
 
 /// An SQS client with the destination's credentials: see [`super::credentials`]. Fails only
