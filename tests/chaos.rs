@@ -67,15 +67,7 @@ impl Chaos {
 
     fn stop(&mut self, slot: usize) {
         if let Some(mut bridge) = self.instances[slot].take() {
-            bridge.signal("TERM");
-            let status = bridge
-                .wait(Duration::from_secs(40))
-                .expect("a stopped instance exits");
-            assert!(
-                status.success(),
-                "instance {slot} exited with {status:?}; log {}",
-                bridge.log.display()
-            );
+            bridge.stop_cleanly_within(Duration::from_secs(40));
             self.log(&format!("instance {slot} stopped with SIGTERM"));
         }
     }

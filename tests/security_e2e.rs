@@ -46,6 +46,14 @@ fn secure_config(
     )
 }
 
+/// `config` with `properties` (TOML lines) added to its `[kafka.properties]` table.
+fn with_kafka_properties(config: &str, properties: &str) -> String {
+    config.replace(
+        "[kafka.properties]\n",
+        &format!("[kafka.properties]\n{properties}"),
+    )
+}
+
 async fn topic_with_records(services: &Services, count: usize) -> String {
     let topic = unique("secure");
     create_topic(services, &topic, 2).await;
@@ -74,11 +82,8 @@ async fn delivers_with_properties(security: &str, properties: &str, bootstrap: &
         &group,
         free_port(),
         "",
-    )
-    .replace(
-        "[kafka.properties]\n",
-        &format!("[kafka.properties]\n{properties}"),
     );
+    let config = with_kafka_properties(&config, properties);
     let mut bridge = Bridge::start(&config, name);
     let deadline = std::time::Instant::now() + MINUTE;
     while stub.depth("q.fifo") < 50 {
@@ -160,22 +165,8 @@ async fn oauthbearer_with_oidc_tokens_from_a_token_endpoint() {
     let dir = tempfile::tempdir().unwrap();
     let wrong = dir.path().join("wrong-secret");
     std::fs::write(&wrong, "WRONG-OIDC-SECRET-PLANTED\n").unwrap();
-    let services = Services::from_env();
-    let stub = SqsStub::start("127.0.0.1:0", Faults::default())
-        .await
-        .unwrap();
-    let topic = topic_with_records(&services, 1).await;
-    let config = secure_config(
-        &services,
-        &env("TEST_KAFKA_OIDC"),
-        &oidc_security(&endpoint, &wrong.display().to_string()),
-        &stub,
-        &topic,
-        &unique("oidc_wrong"),
-        free_port(),
-        "",
-    );
-    let (passed, text) = send_probe(&config, dir.path());
+    let security = oidc_security(&endpoint, &wrong.display().to_string());
+    let (passed, text) = probe_through(&env("TEST_KAFKA_OIDC"), &security, "", "oidc_wrong").await;
     assert!(
         !passed,
         "Kafka must refuse a client without a token: {text}"
@@ -188,28 +179,11 @@ async fn oauthbearer_with_oidc_tokens_from_a_token_endpoint() {
 /// really checks signatures, so getting through it means the OIDC login worked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_oidc_listener_refuses_unsigned_tokens() {
-    let dir = tempfile::tempdir().unwrap();
-    let services = Services::from_env();
-    let stub = SqsStub::start("127.0.0.1:0", Faults::default())
-        .await
-        .unwrap();
-    let topic = topic_with_records(&services, 1).await;
-    let config = secure_config(
-        &services,
-        &env("TEST_KAFKA_OIDC"),
-        "protocol = \"sasl_plaintext\"\nsasl_mechanism = \"OAUTHBEARER\"\n",
-        &stub,
-        &topic,
-        &unique("unsigned"),
-        free_port(),
-        "",
-    )
-    .replace(
-        "[kafka.properties]\n",
-        "[kafka.properties]\n\"enable.sasl.oauthbearer.unsecure.jwt\" = \"true\"\n\
-         \"sasl.oauthbearer.config\" = \"principal=bridge\"\n",
-    );
-    let (passed, text) = send_probe(&config, dir.path());
+    let security = "protocol = \"sasl_plaintext\"\nsasl_mechanism = \"OAUTHBEARER\"\n";
+    let properties = "\"enable.sasl.oauthbearer.unsecure.jwt\" = \"true\"\n\
+                      \"sasl.oauthbearer.config\" = \"principal=bridge\"\n";
+    let (passed, text) =
+        probe_through(&env("TEST_KAFKA_OIDC"), security, properties, "unsigned").await;
     assert!(!passed, "an unsigned token must not get in: {text}");
 }
 
@@ -240,9 +214,39 @@ fn send_probe(config: &str, dir: &Path) -> (bool, String) {
         .arg(&file)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    (output.status.success(), text)
+    (output.status.success(), printed(&output))
+}
+
+/// What a finished command printed: stdout, then stderr.
+fn printed(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// [`send_probe`] for a bridge reading one fresh record through `bootstrap` with `security`
+/// and `properties` (TOML lines added to `[kafka.properties]`), into a stub queue.
+async fn probe_through(
+    bootstrap: &str,
+    security: &str,
+    properties: &str,
+    name: &str,
+) -> (bool, String) {
+    let services = Services::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let stub = SqsStub::start("127.0.0.1:0", Faults::default())
+        .await
+        .unwrap();
+    let topic = topic_with_records(&services, 1).await;
+    let config = secure_config(
+        &services,
+        bootstrap,
+        security,
+        &stub,
+        &topic,
+        &unique(name),
+        free_port(),
+        "",
+    );
+    send_probe(&with_kafka_properties(&config, properties), dir.path())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -460,10 +464,10 @@ async fn planted_secrets_never_appear_in_output_logs_or_metrics_and_only_sends_a
         &group,
         port,
         &credentials,
-    )
-    .replace(
-        "[kafka.properties]\n",
-        "[kafka.properties]\n\"ssl.keystore.password\" = \"PLANTED-property-secret\"\n",
+    );
+    let config = with_kafka_properties(
+        &config,
+        "\"ssl.keystore.password\" = \"PLANTED-property-secret\"\n",
     );
     let config_file = dir.path().join("bridge.toml");
     std::fs::write(&config_file, &config).unwrap();
@@ -483,8 +487,7 @@ async fn planted_secrets_never_appear_in_output_logs_or_metrics_and_only_sends_a
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr);
+        let text = printed(&output);
         assert!(output.status.success(), "{args:?}: {text}");
         seen += &text;
     }
@@ -506,8 +509,7 @@ async fn planted_secrets_never_appear_in_output_logs_or_metrics_and_only_sends_a
         .arg(&refused)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
+    let text = printed(&output);
     assert!(
         !output.status.success() && text.contains("sasl.oauthbearer.client.secret"),
         "{text}"

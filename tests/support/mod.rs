@@ -359,10 +359,13 @@ impl Bridge {
 
     /// SIGTERM, then an exit with status 0 within 30 seconds.
     pub fn stop_cleanly(&mut self) {
+        self.stop_cleanly_within(Duration::from_secs(30));
+    }
+
+    /// SIGTERM, then an exit with status 0 within `timeout`.
+    pub fn stop_cleanly_within(&mut self, timeout: Duration) {
         self.signal("TERM");
-        let status = self
-            .wait(Duration::from_secs(30))
-            .expect("the bridge exits after SIGTERM");
+        let status = self.wait(timeout).expect("the bridge exits after SIGTERM");
         assert!(
             status.success(),
             "exit status {status:?}; log: {}",
