@@ -1,7 +1,7 @@
 //! A PEM file of certificate authorities to trust for one destination's HTTPS endpoint, such
 //! as a private endpoint behind a company's own CA. The file is read and every certificate in
-//! it parsed here, before the SDK sees it: the SDK's TLS setup would panic on a block it
-//! cannot parse, and would do so only at the first request.
+//! it parsed here, so that `check` and start-up name the file and the block that is wrong,
+//! instead of the first request failing its TLS handshake.
 
 use std::path::{Path, PathBuf};
 
@@ -12,18 +12,13 @@ use rustls::pki_types::pem::PemObject;
 /// The checked contents of a CA bundle file.
 #[derive(Clone, Debug)]
 pub struct CaBundle {
-    pem: Vec<u8>,
-    certificates: usize,
+    certificates: Vec<CertificateDer<'static>>,
 }
 
 impl CaBundle {
-    /// The file's PEM text, as the SDK's trust store takes it.
-    pub fn pem(&self) -> &[u8] {
-        &self.pem
-    }
-
-    pub fn certificates(&self) -> usize {
-        self.certificates
+    /// The certificates, in the file's order.
+    pub fn certificates(&self) -> &[CertificateDer<'static>] {
+        &self.certificates
     }
 }
 
@@ -44,26 +39,26 @@ pub fn read_ca_bundle(path: &Path) -> Result<CaBundle, CaBundleError> {
     let pem = std::fs::read(path).map_err(|e| error(format!("cannot be read: {e}")))?;
 
     let mut roots = RootCertStore::empty();
-    let mut certificates = 0;
+    let mut certificates = Vec::new();
     for (index, block) in CertificateDer::pem_slice_iter(&pem).enumerate() {
         let certificate =
             block.map_err(|e| error(format!("certificate {} is not valid PEM: {e}", index + 1)))?;
-        roots.add(certificate).map_err(|e| {
+        roots.add(certificate.clone()).map_err(|e| {
             error(format!(
                 "certificate {} cannot be used as a trust anchor: {e}",
                 index + 1
             ))
         })?;
-        certificates += 1;
+        certificates.push(certificate);
     }
-    if certificates == 0 {
+    if certificates.is_empty() {
         return Err(error(
             "holds no certificate; expected PEM blocks starting with \
              -----BEGIN CERTIFICATE-----"
                 .to_owned(),
         ));
     }
-    Ok(CaBundle { pem, certificates })
+    Ok(CaBundle { certificates })
 }
 
 #[cfg(test)]

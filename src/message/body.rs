@@ -1,4 +1,4 @@
-//! Message bodies. The SDK takes a body as a `String`, and SQS refuses characters outside
+//! Message bodies. SQS takes a body as text, and refuses characters outside
 //! `#x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF`; a value that is not such text is
 //! sent base64-encoded, and the message says so in an attribute.
 

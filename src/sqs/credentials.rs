@@ -1,6 +1,7 @@
 //! The AWS credentials of one destination: the default provider chain, a credentials CSV
 //! file that is read again when it changes (a key rotated without a restart), and a role
-//! assumed on top of either, refreshed by the SDK before it expires.
+//! assumed on top of either, refreshed before it expires. [`CachedCredentials`] keeps what
+//! a provider answered until it is due for renewal, so that a request rarely waits for it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,9 +19,19 @@ use tracing::{info, warn};
 use crate::config::credentials_csv::read_access_key;
 use crate::config::security::CredentialsConfig;
 
-/// How long the SDK may keep credentials from a file before asking again, and so how soon
-/// a rotated key is picked up.
+/// How long credentials from a file are kept before the file is looked at again, and so how
+/// soon a rotated key is picked up.
 const FILE_RECHECK: Duration = Duration::from_secs(60);
+
+/// Credentials are renewed this long before they expire, so that no request is signed with a
+/// key that expires on its way.
+const RENEW_BEFORE_EXPIRY: Duration = Duration::from_secs(10);
+
+/// Credentials without an expiry (a static key) are asked for again after this long.
+const KEEP_WITHOUT_EXPIRY: Duration = Duration::from_secs(15 * 60);
+
+/// How long a provider may take: instance metadata or STS may not answer at all.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The provider for `config`, or `None` for the SDK's default chain.
 pub async fn credentials_provider(
@@ -67,6 +78,44 @@ pub async fn default_chain(region: &Region) -> SharedCredentialsProvider {
             .build()
             .await,
     )
+}
+
+/// A provider's credentials, kept until shortly before they expire.
+#[derive(Debug)]
+pub struct CachedCredentials {
+    provider: SharedCredentialsProvider,
+    /// The credentials and when to renew them. An async lock: while one request renews
+    /// them, the others wait for its answer instead of asking the provider too.
+    current: tokio::sync::Mutex<Option<(Credentials, SystemTime)>>,
+}
+
+impl CachedCredentials {
+    pub fn new(provider: SharedCredentialsProvider) -> Self {
+        Self {
+            provider,
+            current: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Credentials to sign a request with now.
+    pub async fn get(&self) -> Result<Credentials, CredentialsError> {
+        let mut current = self.current.lock().await;
+        if let Some((credentials, renew_at)) = current.as_ref() {
+            if SystemTime::now() < *renew_at {
+                return Ok(credentials.clone());
+            }
+        }
+
+        let loaded = tokio::time::timeout(LOAD_TIMEOUT, self.provider.provide_credentials())
+            .await
+            .map_err(|_| CredentialsError::provider_timed_out(LOAD_TIMEOUT))??;
+        let renew_at = match loaded.expiry() {
+            Some(expiry) => expiry.checked_sub(RENEW_BEFORE_EXPIRY).unwrap_or(expiry),
+            None => SystemTime::now() + KEEP_WITHOUT_EXPIRY,
+        };
+        *current = Some((loaded.clone(), renew_at));
+        Ok(loaded)
+    }
 }
 
 /// A credentials file that other users may read is a key that other users may hold.
@@ -135,7 +184,7 @@ impl CsvFileCredentials {
     }
 }
 
-/// The same key with an expiry soon, so that the SDK asks again and sees a rotation.
+/// The same key with an expiry soon, so that the cache asks again and sees a rotation.
 fn fresh(credentials: &Credentials) -> Credentials {
     Credentials::new(
         credentials.access_key_id(),
@@ -192,7 +241,7 @@ mod tests {
         assert_eq!(rotated.secret_access_key(), "secret/AKIABBBBBBBBBBBBBBBB");
         assert!(
             rotated.expiry().is_some(),
-            "an expiry makes the SDK ask again"
+            "an expiry makes the cache ask again"
         );
 
         std::fs::write(&path, "garbage").unwrap();
@@ -206,6 +255,40 @@ mod tests {
             provider.load().unwrap().access_key_id(),
             "AKIABBBBBBBBBBBBBBBB"
         );
+    }
+
+    #[tokio::test]
+    async fn the_cache_asks_again_only_when_the_credentials_are_due() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        /// Its first key expires within the renewal margin, the later ones in an hour.
+        #[derive(Debug)]
+        struct Counting(Arc<AtomicUsize>);
+        impl ProvideCredentials for Counting {
+            fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+            where
+                Self: 'a,
+            {
+                let n = self.0.fetch_add(1, Ordering::SeqCst);
+                let lifetime = if n == 0 {
+                    RENEW_BEFORE_EXPIRY / 2
+                } else {
+                    Duration::from_secs(3600)
+                };
+                let expiry = Some(SystemTime::now() + lifetime);
+                let key = Credentials::new(format!("AKIA{n}"), "secret", None, expiry, "test");
+                future::ProvideCredentials::ready(Ok(key))
+            }
+        }
+        let calls = Arc::new(AtomicUsize::new(0));
+        let provider = SharedCredentialsProvider::new(Counting(Arc::clone(&calls)));
+        let cache = CachedCredentials::new(provider);
+
+        assert_eq!(cache.get().await.unwrap().access_key_id(), "AKIA0");
+        assert_eq!(cache.get().await.unwrap().access_key_id(), "AKIA1");
+        assert_eq!(cache.get().await.unwrap().access_key_id(), "AKIA1");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[test]

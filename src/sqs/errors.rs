@@ -1,7 +1,7 @@
 //! What an SQS failure means for the records involved. SQS reports failures at two levels:
 //! a whole request fails (throttling, a missing queue, bad credentials), or the request
-//! succeeds and some entries are listed in `Failed[]`. The SDK retries neither of the second
-//! kind, and this bridge retries what a retry can help.
+//! succeeds and some entries are listed in `Failed[]`. A generic client retries neither of the
+//! second kind; this bridge retries what a retry can help.
 
 /// How a failure is handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
