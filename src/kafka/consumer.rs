@@ -75,10 +75,16 @@ pub fn client_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
         // Statistics carry each partition's lag, for the lag metric.
         .set("statistics.interval.ms", "5000")
         // librdkafka prefetches on its own, outside the bridge's byte budget. Its defaults
-        // (64 MiB queued, 50 MiB per fetch) held over 300 MiB while a backlog drained; these
-        // keep it near 2 MiB at no measured cost in throughput.
+        // (64 MiB queued, 50 MiB per fetch) held over 300 MiB while a backlog drained. The
+        // limits count compressed bytes, and each partition's fetch is decompressed whole:
+        // 1 MiB per partition of well-compressed records held ~40 MiB. 64 KiB per partition
+        // held ~10 MiB and interleaves the partitions, so more message groups are ready.
+        // A partition over the queue limit waits `fetch.queue.backoff.ms` (1 s by default)
+        // before its next fetch, which starved the bridge with fetches that small.
         .set("queued.max.messages.kbytes", "1024")
-        .set("fetch.max.bytes", "1048576");
+        .set("fetch.max.bytes", "1048576")
+        .set("max.partition.fetch.bytes", "65536")
+        .set("fetch.queue.backoff.ms", "10");
     let consumer_protocol = kafka
         .properties
         .get("group.protocol")
