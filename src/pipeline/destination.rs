@@ -339,7 +339,8 @@ impl DestinationLoop {
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             Err(_) => return None,
         };
-        self.scheduler.release(&settled.groups);
+        self.scheduler
+            .release(&settled.groups, std::time::Instant::now());
         self.buffered = self.buffered.saturating_sub(settled.buffered);
         settled.halt
     }
