@@ -339,8 +339,7 @@ impl DestinationLoop {
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             Err(_) => return None,
         };
-        self.scheduler
-            .release(&settled.groups, std::time::Instant::now());
+        self.scheduler.release(&settled.groups);
         self.buffered = self.buffered.saturating_sub(settled.buffered);
         settled.halt
     }

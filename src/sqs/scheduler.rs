@@ -4,22 +4,14 @@
 //! going, so throughput scales with the number of groups. Messages without an order key
 //! (standard queues) may go in any batch.
 //!
-//! A batch is released when it is full (by entries or bytes), when a message has waited
-//! `linger`, or when the caller flushes. A group whose batch has just ended waits a moment
-//! ([`RELEASE_HOLD`]) even if its next message is older than that: in a backlog every
-//! message is old, and a part-filled batch would otherwise leave whenever a slot is free,
-//! instead of taking along the groups that come back from flight a millisecond later.
+//! A batch is released when it is full (by entries or bytes), when its oldest message has
+//! waited `linger`, or when the caller flushes.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::message::OutgoingMessage;
-
-/// How long a group that was just released may wait for others to fill its batch, at most
-/// `linger`. Short against a round trip to SQS, so that groups are not held back longer than
-/// the batches they wait for take to come back.
-pub const RELEASE_HOLD: Duration = Duration::from_millis(2);
 
 /// How big a batch may be.
 #[derive(Clone, Copy, Debug)]
@@ -56,22 +48,20 @@ struct Group<T> {
     busy: bool,
 }
 
-/// A group waiting for a batch, when it is due to go in a part-filled one, and the size of
-/// its first message; that message does not change while the group waits, so the hot checks
-/// need no lookup in `groups`.
+/// A group waiting for a batch, with what its first message looks like; that message does
+/// not change while the group waits, so the hot checks need no lookup in `groups`.
 #[derive(Debug)]
 struct Ready {
     key: Arc<str>,
-    due: Instant,
+    queued_at: Instant,
     size: usize,
 }
 
 impl Ready {
-    /// `front` is the group's first message; the group is due no earlier than `not_before`.
-    fn of<T>(key: Arc<str>, front: &Queued<T>, linger: Duration, not_before: Instant) -> Self {
+    fn of<T>(key: Arc<str>, front: &Queued<T>) -> Self {
         Self {
             key,
-            due: (front.queued_at + linger).max(not_before),
+            queued_at: front.queued_at,
             size: front.size,
         }
     }
@@ -135,15 +125,13 @@ impl<T> Scheduler<T> {
         };
         if let Some(group) = self.groups.get_mut(key) {
             if group.queue.is_empty() && !group.busy {
-                let ready = Ready::of(Arc::from(key), &queued, self.linger, now);
-                self.ready.push_back(ready);
+                self.ready.push_back(Ready::of(Arc::from(key), &queued));
             }
             group.queue.push_back(queued);
             return;
         }
         let key: Arc<str> = Arc::from(key);
-        let ready = Ready::of(Arc::clone(&key), &queued, self.linger, now);
-        self.ready.push_back(ready);
+        self.ready.push_back(Ready::of(Arc::clone(&key), &queued));
         self.groups.insert(
             key,
             Group {
@@ -159,28 +147,28 @@ impl<T> Scheduler<T> {
         if due { self.build() } else { None }
     }
 
-    /// When the first waiting message is due to go in a part-filled batch, if one waits.
+    /// When the oldest sendable message will have lingered enough, if there is one.
     pub fn deadline(&self) -> Option<Instant> {
-        // Groups join `ready` roughly in the order they fall due, so the first few are due
-        // first; looking further would cost more than the few milliseconds it could win.
-        let grouped = self.ready.iter().take(16).map(|r| r.due);
-        let unordered = self.unordered.front().map(|q| q.queued_at + self.linger);
-        grouped.chain(unordered).min()
+        // Groups become ready roughly in the order their messages came, so the first few
+        // ready groups hold the oldest messages; looking further would cost more than the
+        // few milliseconds it could win.
+        let grouped = self.ready.iter().take(16).map(|r| r.queued_at);
+        let unordered = self.unordered.front().map(|q| q.queued_at);
+        grouped
+            .chain(unordered)
+            .min()
+            .map(|oldest| oldest + self.linger)
     }
 
-    /// Ends a batch at `now`: its groups may be sent again, their next messages first.
-    pub fn release(&mut self, groups: &[Arc<str>], now: Instant) {
+    /// Ends a batch: its groups may be sent again, their next messages first.
+    pub fn release(&mut self, groups: &[Arc<str>]) {
         for key in groups {
             let Some(group) = self.groups.get_mut(key) else {
                 continue;
             };
             group.busy = false;
             match group.queue.front() {
-                Some(front) => {
-                    let hold = now + self.linger.min(RELEASE_HOLD);
-                    let ready = Ready::of(Arc::clone(key), front, self.linger, hold);
-                    self.ready.push_back(ready);
-                }
+                Some(front) => self.ready.push_back(Ready::of(Arc::clone(key), front)),
                 None => {
                     self.groups.remove(key);
                 }
@@ -211,12 +199,11 @@ impl<T> Scheduler<T> {
         self.queued -= removed.len();
         // A waiting group's first message may be gone: describe it by its new one.
         let groups = &self.groups;
-        let linger = self.linger;
         self.ready = std::mem::take(&mut self.ready)
             .into_iter()
             .filter_map(|r| {
                 let front = groups.get(&r.key)?.queue.front()?;
-                Some(Ready::of(r.key, front, linger, r.due))
+                Some(Ready::of(r.key, front))
             })
             .collect();
         self.groups.retain(|_, g| g.busy || !g.queue.is_empty());

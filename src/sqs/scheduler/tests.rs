@@ -42,7 +42,7 @@ fn full_batch_goes_at_once_and_partial_waits_for_linger() {
     for i in 0..3 {
         s.push(Some("c"), message("c", 1), 10 + i, now);
     }
-    s.release(&[Arc::from("a"), Arc::from("b")], now);
+    s.release(&[Arc::from("a"), Arc::from("b")]);
     assert_eq!(tokens(&s.take(now, false).unwrap()), vec![10, 11, 12]);
 }
 
@@ -60,29 +60,8 @@ fn a_group_in_flight_waits_for_its_release() {
         "group a is busy"
     );
     assert!(s.take(now, true).is_none());
-    s.release(&first.groups, now);
+    s.release(&first.groups);
     assert_eq!(tokens(&s.take(now, true).unwrap()), vec![2]);
-}
-
-#[test]
-fn a_released_group_waits_a_moment_for_company_even_with_an_old_message() {
-    let start = Instant::now();
-    let at = |ms| start + Duration::from_millis(ms);
-    let mut s = scheduler(10, 1_000, true);
-    s.push(Some("a"), message("a", 1), 1, start);
-    s.push(Some("b"), message("b", 1), 2, start);
-    let first = s.take(start, true).unwrap();
-    s.push(Some("a"), message("a", 1), 3, start);
-    s.push(Some("b"), message("b", 1), 4, start);
-
-    // Both messages lingered long ago, but a part-filled batch now waits for the hold, so
-    // that a group that comes back a moment later goes along.
-    s.release(&first.groups[..1], at(30));
-    assert_eq!(s.deadline(), Some(at(30) + RELEASE_HOLD));
-    assert!(s.take(at(30), false).is_none());
-    s.release(&first.groups[1..], at(31));
-    let batch = s.take(at(30) + RELEASE_HOLD, false).unwrap();
-    assert_eq!(tokens(&batch), vec![3, 4]);
 }
 
 #[test]
@@ -207,7 +186,7 @@ proptest! {
             if in_flight.is_empty() { break; }
             let index = releases.next().map_or(0, |i| i.index(in_flight.len()));
             let done = in_flight.remove(index);
-            s.release(&done.groups, now);
+            s.release(&done.groups);
         }
         prop_assert_eq!(sent.len(), pushes.len());
         for group in 0u8..6 {
