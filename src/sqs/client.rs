@@ -26,6 +26,7 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls::RootCertStore;
+use tracing::warn;
 
 use super::credentials::{CachedCredentials, credentials_provider, default_chain};
 use super::send::error_chain;
@@ -190,8 +191,15 @@ fn http_client(
     settings: &ClientSettings,
 ) -> Result<HttpClient<HttpsConnector<HttpConnector>, Full<Bytes>>, BuildError> {
     let mut roots = RootCertStore::empty();
+    let system = rustls_native_certs::load_native_certs();
     // Certificates the system holds but rustls cannot use are skipped, as the SDK does.
-    let (_, _) = roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let (_, _) = roots.add_parsable_certificates(system.certs);
+    if roots.is_empty() {
+        // A bare image without ca-certificates: every HTTPS handshake would fail with an
+        // unknown issuer, which does not say why.
+        let errors: Vec<String> = system.errors.iter().map(ToString::to_string).collect();
+        warn!(errors = ?errors, "no trusted root certificates found on this system; install ca-certificates or set SSL_CERT_FILE");
+    }
     if let Some(file) = &settings.ca_bundle_file {
         let bundle = read_ca_bundle(file)?;
         let (_, _) = roots.add_parsable_certificates(bundle.certificates().iter().cloned());
