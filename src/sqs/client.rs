@@ -124,7 +124,11 @@ pub enum BuildError {
 /// [`super::credentials`].
 pub async fn build_client(settings: &ClientSettings) -> Result<SqsClient, BuildError> {
     let region = Region::new(settings.region.clone());
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region.clone());
+    // The loaded settings serve the endpoint only: without `no_credentials` the loader would
+    // build a default credentials chain of its own beside the one chosen below.
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(region.clone())
+        .no_credentials();
     if let Some(endpoint) = &settings.endpoint_url {
         loader = loader.endpoint_url(endpoint);
     }
