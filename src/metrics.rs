@@ -4,8 +4,8 @@
 use std::sync::{Arc, OnceLock};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 const PREFIX: &str = "kafka_sqs_bridge";
@@ -57,6 +57,16 @@ pub struct Metrics {
     pub destination_failing: IntGaugeVec,
     pub build_info: IntGaugeVec,
     pub up: IntGauge,
+}
+
+/// The series a destination updates for every record or request, looked up once: finding a
+/// series by its labels hashes them under a lock, which costs more than the update itself.
+pub struct DestinationSeries {
+    pub records_sent: IntCounter,
+    pub end_to_end_latency: Histogram,
+    pub batch_entries: Histogram,
+    pub batch_bytes: Histogram,
+    pub sqs_request_duration: Histogram,
 }
 
 impl Metrics {
@@ -272,6 +282,18 @@ impl Metrics {
         }
         for kind in ["assign", "revoke", "error"] {
             self.rebalances.with_label_values(&[destination, kind]);
+        }
+    }
+
+    /// The per-record and per-request series of `destination`.
+    pub fn destination_series(&self, destination: &str) -> DestinationSeries {
+        let d = [destination];
+        DestinationSeries {
+            records_sent: self.records_sent.with_label_values(&d),
+            end_to_end_latency: self.end_to_end_latency.with_label_values(&d),
+            batch_entries: self.batch_entries.with_label_values(&d),
+            batch_bytes: self.batch_bytes.with_label_values(&d),
+            sqs_request_duration: self.sqs_request_duration.with_label_values(&d),
         }
     }
 

@@ -199,18 +199,27 @@ impl Progress {
 
     /// Settles a record: nothing more will be done with it.
     pub fn complete(&self, ticket: &Ticket) {
+        self.complete_all(std::iter::once(ticket));
+    }
+
+    /// Settles records, such as those of one acknowledged batch, under one lock.
+    pub fn complete_all<'a>(&self, tickets: impl IntoIterator<Item = &'a Ticket>) {
         let mut state = self.lock();
-        let Some((p, index)) = find(&mut state, ticket) else {
-            return;
-        };
-        let was_in_flight = p.pending[index].1 == Stage::InFlight;
-        p.pending[index].1 = Stage::Done;
-        p.pop_done();
-        if was_in_flight {
-            p.in_flight -= 1;
-            if p.in_flight == 0 {
-                self.in_flight_changed.notify_all();
+        let mut idle = false;
+        for ticket in tickets {
+            let Some((p, index)) = find(&mut state, ticket) else {
+                continue;
+            };
+            let was_in_flight = p.pending[index].1 == Stage::InFlight;
+            p.pending[index].1 = Stage::Done;
+            p.pop_done();
+            if was_in_flight {
+                p.in_flight -= 1;
+                idle |= p.in_flight == 0;
             }
+        }
+        if idle {
+            self.in_flight_changed.notify_all();
         }
     }
 
@@ -265,10 +274,17 @@ fn find<'a>(state: &'a mut State, ticket: &Ticket) -> Option<(&'a mut PartitionP
         .partitions
         .get_mut(&ticket.key)
         .filter(|p| p.epoch == ticket.epoch)?;
-    let index = p
-        .pending
-        .binary_search_by_key(&ticket.offset, |(offset, _)| *offset)
-        .ok()?;
+    // Offsets are mostly consecutive, so the distance from the first pending one is nearly
+    // always the index; compaction and transaction markers leave gaps, hence the search.
+    let first = p.pending.front()?.0;
+    let guess = usize::try_from(ticket.offset.checked_sub(first)?).ok()?;
+    let index = match p.pending.get(guess) {
+        Some((offset, _)) if *offset == ticket.offset => guess,
+        _ => p
+            .pending
+            .binary_search_by_key(&ticket.offset, |(offset, _)| *offset)
+            .ok()?,
+    };
     Some((p, index))
 }
 

@@ -11,7 +11,7 @@ use super::poison::{Halt, PoisonHandler};
 use crate::admin::DestinationHealth;
 use crate::kafka::progress::{Progress, Ticket};
 use crate::message::Unsendable;
-use crate::metrics::Metrics;
+use crate::metrics::{DestinationSeries, Metrics};
 use crate::record::Record;
 use crate::sqs::errors::{FailureClass, is_throttling};
 use crate::sqs::retry::Backoff;
@@ -45,6 +45,7 @@ pub struct Delivery {
     pub progress: Arc<Progress>,
     pub poison: PoisonHandler,
     pub metrics: Arc<Metrics>,
+    pub series: DestinationSeries,
     pub health: Arc<DestinationHealth>,
     pub transient_backoff: Backoff,
     pub destination_backoff: Backoff,
@@ -128,14 +129,8 @@ impl Delivery {
         let destination = self.destination.as_str();
         let messages: Vec<_> = attempt.iter().map(|q| &q.message).collect();
         let bytes: usize = attempt.iter().map(|q| q.size).sum();
-        self.metrics
-            .batch_entries
-            .with_label_values(&[destination])
-            .observe(messages.len() as f64);
-        self.metrics
-            .batch_bytes
-            .with_label_values(&[destination])
-            .observe(bytes as f64);
+        self.series.batch_entries.observe(messages.len() as f64);
+        self.series.batch_bytes.observe(bytes as f64);
         let result = self.sender.send(&messages).await;
         match &result {
             Ok(_) => self.health.request_succeeded(),
@@ -145,9 +140,8 @@ impl Delivery {
             Ok(reply) => reply.elapsed,
             Err(failure) => failure.elapsed,
         };
-        self.metrics
+        self.series
             .sqs_request_duration
-            .with_label_values(&[destination])
             .observe(elapsed.as_secs_f64());
         let outcome = match &result {
             Ok(reply) if reply.failed.is_empty() => "ok",
@@ -179,23 +173,19 @@ impl Delivery {
         let mut retry = Vec::new();
         let mut undeliverable = Vec::new();
         let mut wait: Option<FailureClass> = None;
+        let mut delivered = Vec::with_capacity(attempt.len());
         let now_ms = now_millis();
         for (index, queued) in attempt.into_iter().enumerate() {
             let failure = failures.next_if(|f| f.index == index);
             let Some(failure) = failure else {
-                self.metrics
-                    .records_sent
-                    .with_label_values(&[destination])
-                    .inc();
                 if let Some(timestamp) = queued.token.timestamp_ms {
                     let latency =
                         Duration::from_millis(now_ms.saturating_sub(timestamp).max(0) as u64);
-                    self.metrics
+                    self.series
                         .end_to_end_latency
-                        .with_label_values(&[destination])
                         .observe(latency.as_secs_f64());
                 }
-                self.progress.complete(&queued.token.ticket);
+                delivered.push(queued);
                 continue;
             };
             match failure.class {
@@ -228,6 +218,9 @@ impl Delivery {
                 }
             }
         }
+        self.series.records_sent.inc_by(delivered.len() as u64);
+        self.progress
+            .complete_all(delivered.iter().map(|q| &q.token.ticket));
         (retry, undeliverable, wait)
     }
 

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::IntCounter;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use tokio::task::JoinSet;
@@ -63,6 +64,8 @@ struct DestinationLoop {
     in_flight: JoinSet<Settled>,
     max_in_flight: usize,
     topics: TopicNames,
+    /// The received counter of each topic seen.
+    received: Vec<(Arc<str>, IntCounter)>,
     buffered: usize,
     max_buffered: usize,
     paused: bool,
@@ -124,6 +127,7 @@ impl DestinationLoop {
             sender,
             progress: Arc::clone(&progress),
             poison,
+            series: metrics.destination_series(&name),
             metrics: Arc::clone(&metrics),
             health: Arc::clone(&health),
             transient_backoff: Backoff {
@@ -159,6 +163,7 @@ impl DestinationLoop {
             in_flight: JoinSet::new(),
             max_in_flight: d.batch.max_in_flight,
             topics: TopicNames::default(),
+            received: Vec::new(),
             buffered: 0,
             max_buffered: d.delivery.max_buffered_bytes,
             paused: false,
@@ -236,10 +241,7 @@ impl DestinationLoop {
             trace!(destination = %self.name, record = %record.coordinates(), "record of a partition no longer owned; dropped");
             return None;
         };
-        self.metrics
-            .records_received
-            .with_label_values(&[self.name.as_str(), &record.topic])
-            .inc();
+        self.count_received(&record.topic);
         let payload = Payload::of(&record);
         if let Some(filter) = &self.filter {
             if !filter.selects(&record, &payload) {
@@ -320,6 +322,20 @@ impl DestinationLoop {
                 None
             }
         }
+    }
+
+    /// Counts a record read from `topic`, with the topic's counter looked up only once.
+    fn count_received(&mut self, topic: &Arc<str>) {
+        if let Some((_, counter)) = self.received.iter().find(|(t, _)| t == topic) {
+            counter.inc();
+            return;
+        }
+        let counter = self
+            .metrics
+            .records_received
+            .with_label_values(&[self.name.as_str(), topic]);
+        counter.inc();
+        self.received.push((Arc::clone(topic), counter));
     }
 
     /// Starts batches while there is room in flight.

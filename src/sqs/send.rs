@@ -60,7 +60,8 @@ impl BatchSender {
             queue_url: &self.queue_url,
             entries: messages,
         };
-        let body = serde_json::to_vec(&request).map_err(|e| RequestFailure {
+        let mut body = Vec::with_capacity(request.estimated_len());
+        serde_json::to_writer(&mut body, &request).map_err(|e| RequestFailure {
             class: FailureClass::Request,
             code: "SerializationError".to_owned(),
             message: e.to_string(),
@@ -87,6 +88,24 @@ impl BatchSender {
 struct BatchRequest<'a> {
     queue_url: &'a str,
     entries: &'a [&'a OutgoingMessage],
+}
+
+impl BatchRequest<'_> {
+    /// About the length of the document, so that writing it seldom grows the buffer: each
+    /// growth copies what was written, and a batch of ten would otherwise grow it ten times.
+    fn estimated_len(&self) -> usize {
+        let entries: usize = self
+            .entries
+            .iter()
+            .map(|m| {
+                let ids = m.group_id.as_ref().map_or(0, String::len)
+                    + m.deduplication_id.as_ref().map_or(0, String::len);
+                // A JSON body escapes its quotes; names and punctuation add the rest.
+                m.size() + m.body.len() / 4 + ids + 128
+            })
+            .sum();
+        self.queue_url.len() + entries + 64
+    }
 }
 
 impl Serialize for BatchRequest<'_> {
@@ -368,6 +387,29 @@ mod tests {
                     {"Id": "1", "MessageBody": "plain"},
                 ],
             })
+        );
+    }
+
+    #[test]
+    fn the_estimate_holds_a_batch_of_json_records() {
+        let body = format!(
+            "{{\"device\":\"70-B3-D5-32-6B-00-08-8E\",\"temperature\":21.5,\"pad\":\"{}\"}}",
+            "x".repeat(190)
+        );
+        let messages: Vec<OutgoingMessage> = (0..10)
+            .map(|i| message(&body, Some(&format!("device-{i}"))))
+            .collect();
+        let entries: Vec<&OutgoingMessage> = messages.iter().collect();
+        let request = BatchRequest {
+            queue_url: "https://sqs.eu-west-1.amazonaws.com/123456789012/q.fifo",
+            entries: &entries,
+        };
+        let written = serde_json::to_vec(&request).unwrap();
+        assert!(
+            request.estimated_len() >= written.len(),
+            "estimated {} for {} bytes",
+            request.estimated_len(),
+            written.len()
         );
     }
 

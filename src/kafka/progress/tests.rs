@@ -118,6 +118,31 @@ fn revoke_waits_for_in_flight_records_only() {
     completer.join().unwrap();
 }
 
+#[test]
+fn a_batch_is_settled_in_one_call_and_repeated_tickets_are_ignored() {
+    let progress = owned(&[0, 1]);
+    let first: Vec<Ticket> = (0..3)
+        .map(|o| progress.register(&key(0), o).unwrap())
+        .collect();
+    let other = progress.register(&key(1), 5).unwrap();
+    progress.start_sending(first.iter().chain([&other]));
+
+    progress.complete_all([&first[0], &first[2], &other, &first[0]]);
+    assert_eq!(progress.watermark(&key(0)), Some(1));
+    assert_eq!(progress.watermark(&key(1)), Some(6));
+    assert!(
+        !progress.wait_until_idle(&[key(0)], Duration::ZERO),
+        "offset 1 is still in flight"
+    );
+    assert!(progress.wait_until_idle(&[key(1)], Duration::ZERO));
+
+    // Offset 0 is behind the watermark now: settling it again changes nothing.
+    progress.complete(&first[0]);
+    progress.complete_all([&first[1]]);
+    assert_eq!(progress.watermark(&key(0)), Some(3));
+    assert!(progress.wait_until_idle(&[key(0)], Duration::ZERO));
+}
+
 proptest! {
     /// However acknowledgements are ordered, the watermark is the lowest unacknowledged
     /// offset, or one past the last read once all are acknowledged.
