@@ -1,6 +1,9 @@
 //! Delivery under faults: the release binary against the real broker and the in-process
 //! fault-injecting SQS stub, which throttles, fails requests and entries, drops connections
 //! and refuses queues on demand.
+//!
+//! Run with `--test-threads=1`, as `scripts/test` does: one test stops the shared broker,
+//! which would stall whatever runs beside it.
 
 #![cfg(feature = "e2e-tests")]
 
