@@ -109,7 +109,7 @@ async fn send_probe_message(
         .map_or(0, |t| t.as_millis());
     let fifo = d.queue_url.is_fifo();
     let message = OutgoingMessage {
-        body: format!("{{\"kafka-sqs-bridge\":\"probe\",\"sent_at_ms\":{sent_at}}}"),
+        body: format!("{{\"kafka-sqs-bridge\":\"probe\",\"sent_at_ms\":{sent_at}}}").into(),
         group_id: fifo.then(|| "kafka-sqs-bridge-probe".to_owned()),
         deduplication_id: fifo.then(|| format!("kafka-sqs-bridge-probe-{sent_at}")),
         attributes: Vec::new(),

@@ -8,6 +8,8 @@ pub mod select;
 
 use std::fmt;
 
+use bytestring::ByteString;
+
 use attributes::{Attribute, AttributeValue, DroppedHeader, headers_to_attributes};
 use body::{Body, ENCODING_ATTRIBUTE, envelope_body, raw_body};
 use ids::sqs_id;
@@ -22,7 +24,7 @@ use crate::record::Record;
 /// A message ready to be put in a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutgoingMessage {
-    pub body: String,
+    pub body: ByteString,
     pub group_id: Option<String>,
     pub deduplication_id: Option<String>,
     pub attributes: Vec<Attribute>,
@@ -148,7 +150,7 @@ impl MessageMapper {
             None => None,
         };
 
-        let Body { text, base64 } = match (self.format, record.value.as_deref()) {
+        let Body { text, base64 } = match (self.format, &record.value) {
             (BodyFormat::Raw, Some(value)) if !value.is_empty() => raw_body(value),
             _ => envelope_body(record),
         };

@@ -343,7 +343,7 @@ mod tests {
 
     fn message(body: &str, group: Option<&str>) -> OutgoingMessage {
         OutgoingMessage {
-            body: body.to_owned(),
+            body: body.into(),
             group_id: group.map(str::to_owned),
             deduplication_id: group.map(|g| format!("{g}-dedup")),
             attributes: Vec::new(),

@@ -4,7 +4,7 @@ use super::*;
 
 fn message(group: &str, size: usize) -> OutgoingMessage {
     OutgoingMessage {
-        body: "x".repeat(size),
+        body: "x".repeat(size).into(),
         group_id: Some(group.to_owned()),
         deduplication_id: None,
         attributes: Vec::new(),
