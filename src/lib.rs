@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod capacity;
 pub mod config;
 pub mod connect;
 pub mod kafka;

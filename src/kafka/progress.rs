@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::capacity::trim;
+
 /// A topic and partition.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PartitionKey {
@@ -57,12 +59,17 @@ impl PartitionProgress {
     }
 
     fn pop_done(&mut self) {
+        let mut popped = false;
         while self
             .pending
             .front()
             .is_some_and(|(_, stage)| *stage == Stage::Done)
         {
             self.pending.pop_front();
+            popped = true;
+        }
+        if popped {
+            trim(&mut self.pending);
         }
     }
 }

@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::capacity::trim;
 use crate::message::OutgoingMessage;
 
 /// How big a batch may be.
@@ -263,6 +264,7 @@ impl<T> Scheduler<T> {
                 skipped.push(ready);
                 continue;
             }
+            trim(&mut group.queue);
             group.busy = true;
             batch.groups.push(ready.key);
         }
