@@ -552,8 +552,16 @@ def request_figures(metrics, delivered, earlier=None):
 
     batches = diff("kafka_sqs_bridge_batch_entries_count")
     entries = diff("kafka_sqs_bridge_batch_entries_sum")
+    sizes = histogram(metrics, "kafka_sqs_bridge_batch_entries")
+    if earlier:
+        sizes = histogram_diff(sizes, histogram(earlier, "kafka_sqs_bridge_batch_entries"))
+    # The buckets are 1 to 10 entries: per size, how many batches had it.
+    bounds = sorted(le for le in sizes if not math.isinf(le))
+    by_size = {f"{le:g}": int(sizes[le] - (sizes[bounds[i - 1]] if i else 0))
+               for i, le in enumerate(bounds)}
     return {
         "entries_per_batch": rounded(entries / batches, 2) if batches else None,
+        "batches_by_entries": by_size,
         "batches": int(batches),
         "sqs_requests": {o: int(diff("kafka_sqs_bridge_sqs_requests_total", outcome=o))
                          for o in ("ok", "partial", "transient", "request", "destination")},
