@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use prometheus::IntCounter;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
@@ -199,12 +200,12 @@ impl DestinationLoop {
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => {}
-                Some(joined) = self.in_flight.join_next() => halt = self.settled(joined),
+                Some(joined) = self.in_flight.join_next() => halt = self.settled_burst(joined),
                 received = self.consumer.recv() => match received {
                     Ok(message) => {
                         let record = to_record(&message, &mut self.topics);
                         drop(message);
-                        halt = self.accept(record);
+                        halt = self.accept(record).or_else(|| self.read_burst());
                     }
                     Err(error) => {
                         warn!(destination = %self.name, %error, "Kafka consumer error");
@@ -229,6 +230,42 @@ impl DestinationLoop {
             });
         }
         Ok(())
+    }
+
+    /// Reads what librdkafka already holds, up to [`READ_BURST`] records and the byte budget,
+    /// so that one turn of the loop (its timers, clock reads and batch checks) serves many.
+    fn read_burst(&mut self) -> Option<Halt> {
+        for _ in 1..READ_BURST {
+            if self.buffered > self.max_buffered {
+                return None;
+            }
+            match self.consumer.recv().now_or_never()? {
+                Ok(message) => {
+                    let record = to_record(&message, &mut self.topics);
+                    drop(message);
+                    if let Some(halt) = self.accept(record) {
+                        return Some(halt);
+                    }
+                }
+                Err(error) => {
+                    warn!(destination = %self.name, %error, "Kafka consumer error");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// Settles a finished batch and every other one that has finished by now.
+    fn settled_burst(&mut self, first: Result<Settled, tokio::task::JoinError>) -> Option<Halt> {
+        let mut halt = self.settled(first);
+        while halt.is_none() {
+            let Some(joined) = self.in_flight.try_join_next() else {
+                break;
+            };
+            halt = self.settled(joined);
+        }
+        halt
     }
 
     /// Maps and queues one record, or settles it at once when nothing is to be sent.
@@ -478,6 +515,9 @@ impl DestinationLoop {
         })
     }
 }
+
+/// The most records one turn of the loop reads without waiting.
+const READ_BURST: usize = 64;
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
