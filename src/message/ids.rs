@@ -22,14 +22,18 @@ pub fn digest_id(raw: &[u8]) -> String {
     let digest = Sha256::digest(raw);
     let mut id = String::with_capacity(7 + 64);
     id.push_str("sha256-");
-    for byte in digest {
-        id.push(char::from(HEX[usize::from(byte >> 4)]));
-        id.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
+    push_hex(&mut id, &digest);
     id
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// Appends `bytes` to `text` as lowercase hex digits.
+pub fn push_hex(text: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        text.push(char::from(HEX[usize::from(byte >> 4)]));
+        text.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+}
 
 /// 1 to 128 characters, each alphanumeric or one of SQS's punctuation marks: that is every
 /// printable ASCII character except the space.
@@ -42,6 +46,13 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn hex_digits_are_lowercase_and_high_nibble_first() {
+        let mut text = String::from("x");
+        push_hex(&mut text, &[0x00, 0x0f, 0xa5, 0xff]);
+        assert_eq!(text, "x000fa5ff");
+    }
 
     #[test]
     fn valid_key_is_kept() {

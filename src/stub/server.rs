@@ -25,6 +25,7 @@ use super::faults::RequestFault;
 use super::limits::{BatchRequest, Entry, Refusal, check_batch, check_entry};
 use super::queue::StoredMessage;
 use super::{Faults, State};
+use crate::message::ids::push_hex;
 use crate::shutdown::Shutdown;
 
 type Shared = Arc<Mutex<State>>;
@@ -429,12 +430,8 @@ fn plain(status: StatusCode, text: &str) -> Reply {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0xf)]));
-    }
+    push_hex(&mut text, bytes);
     text
 }
 
