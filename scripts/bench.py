@@ -301,7 +301,8 @@ class StubSink:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.queue_url = f"{self.endpoint}/000000000000/bench.fifo"
-        argv = [binary, "--listen", f"127.0.0.1:{self.port}", "--delay-ms", str(delay_ms)]
+        argv = [binary, "--listen", f"127.0.0.1:{self.port}", "--delay-ms", str(delay_ms),
+                "--discard-messages"]
         self.proc = procs.start(argv, os.path.join(log_dir, "stub.log"))
         self.pid = self.proc.pid
         wait_until("the sqs-stub to listen", 15, self._answers,

@@ -5,8 +5,8 @@
 //! drops connections. Actions other than `SendMessage` and `SendMessageBatch` are answered
 //! with `AccessDenied` and recorded, as a least-privilege policy would.
 //!
-//! It keeps what it accepted in memory, per queue, for the tests to read; queues are created
-//! on first use. Out of process (`sqs-stub` binary), `/_stub/stats`, `/_stub/faults` and
+//! It keeps what it accepted in memory, per queue, for the tests to read (a benchmark tells
+//! it to keep only counts); queues are created on first use. Out of process (`sqs-stub` binary), `/_stub/stats`, `/_stub/faults` and
 //! `/_stub/messages` expose the same over HTTP. It speaks plain HTTP, or HTTPS with a given
 //! certificate ([`SqsStub::start_tls`]).
 
@@ -57,6 +57,8 @@ struct State {
     queues: std::collections::HashMap<String, queue::QueueState>,
     faults: Faults,
     stats: Stats,
+    /// Keep no messages, only count and deduplicate them.
+    discard_messages: bool,
 }
 
 /// A running stub.
@@ -135,7 +137,15 @@ impl SqsStub {
         self.lock().stats.clone()
     }
 
-    /// The messages a queue holds, in the order it accepted them.
+    /// Stops keeping the messages it accepts; counting, FIFO deduplication and `depth` go on.
+    /// A benchmark sends millions, which would otherwise fill the stub's memory and cost it
+    /// the CPU that the bridge it measures shares.
+    pub fn discard_messages(&self) {
+        self.lock().discard_messages = true;
+    }
+
+    /// The messages a queue holds, in the order it accepted them (none once
+    /// [`Self::discard_messages`] was called).
     pub fn messages(&self, queue: &str) -> Vec<StoredMessage> {
         self.lock()
             .queues
@@ -144,12 +154,9 @@ impl SqsStub {
             .unwrap_or_default()
     }
 
-    /// How many messages a queue holds.
+    /// How many messages a queue took, duplicates not counted.
     pub fn depth(&self, queue: &str) -> usize {
-        self.lock()
-            .queues
-            .get(queue)
-            .map_or(0, |q| q.messages.len())
+        self.lock().queues.get(queue).map_or(0, |q| q.depth)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -21,6 +21,10 @@ struct Args {
     /// The PEM private key of --tls-certificate.
     #[arg(long, requires = "tls_certificate")]
     tls_key: Option<PathBuf>,
+    /// Keep no messages, only count and deduplicate them (`/_stub/messages` answers `[]`):
+    /// for benchmarks, which send millions.
+    #[arg(long)]
+    discard_messages: bool,
 }
 
 /// In a benchmark the stub shares the machine with the bridge: the system allocator would
@@ -41,6 +45,9 @@ async fn main() -> std::io::Result<()> {
         }
         _ => SqsStub::start(&args.listen, faults).await?,
     };
+    if args.discard_messages {
+        stub.discard_messages();
+    }
     println!("sqs-stub listening on {}", stub.endpoint());
     tokio::signal::ctrl_c().await?;
     Ok(())

@@ -149,7 +149,7 @@ pub(super) fn check_entry(entry: &Entry, fifo: bool) -> Result<(), Refusal> {
             "the message body is empty",
         ));
     }
-    if let Some(c) = entry.message_body.chars().find(|c| !allowed_in_body(*c)) {
+    if let Some(c) = first_refused_character(&entry.message_body) {
         return Err(refuse(
             "InvalidMessageContents",
             "InvalidMessageContents",
@@ -216,18 +216,25 @@ pub(super) fn check_entry(entry: &Entry, fifo: bool) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The first character SQS refuses in a body. Printable ASCII, tab and line ends are all
+/// allowed, so a body made only of those needs no decoding.
+fn first_refused_character(body: &str) -> Option<char> {
+    let plain = |b: &u8| matches!(b, b'\t' | b'\n' | b'\r' | 0x20..=0x7E);
+    if body.as_bytes().iter().all(plain) {
+        return None;
+    }
+    body.chars().find(|c| !allowed_in_body(*c))
+}
+
 /// `#x9 | #xA | #xD | #x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF`.
 fn allowed_in_body(c: char) -> bool {
     matches!(u32::from(c), 0x9 | 0xA | 0xD | 0x20..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
 }
 
 /// Alphanumerics and ``!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~``, 1 to 128 of them.
+/// Those are exactly ASCII's graphic characters, `!` to `~`.
 fn valid_fifo_id(id: &str) -> bool {
-    const PUNCTUATION: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
-    (1..=128).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || PUNCTUATION.contains(c))
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn check_attribute(name: &str, attribute: &Attribute) -> Result<(), String> {
@@ -256,5 +263,36 @@ fn check_attribute(name: &str, attribute: &Attribute) -> Result<(), String> {
     match attribute.value_len() {
         Some(0) | None => Err(format!("message attribute {name:?} has no value")),
         Some(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_refused_at_their_first_character_outside_sqs_ranges() {
+        assert_eq!(first_refused_character("{\"t\": 1}\r\n\t"), None);
+        assert_eq!(
+            first_refused_character("caf\u{e9} \u{1F600} \u{FFFD}"),
+            None
+        );
+        assert_eq!(first_refused_character("ok\u{1}no\u{2}"), Some('\u{1}'));
+        assert_eq!(
+            first_refused_character("caf\u{e9}\u{FFFE}"),
+            Some('\u{FFFE}')
+        );
+        assert_eq!(first_refused_character("\u{7F}"), None);
+    }
+
+    #[test]
+    fn fifo_ids_are_one_to_128_graphic_ascii_characters() {
+        assert!(valid_fifo_id("device-7:topic/0@12"));
+        assert!(valid_fifo_id("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"));
+        assert!(valid_fifo_id(&"a".repeat(128)));
+        assert!(!valid_fifo_id(&"a".repeat(129)));
+        assert!(!valid_fifo_id(""));
+        assert!(!valid_fifo_id("with space"));
+        assert!(!valid_fifo_id("caf\u{e9}"));
     }
 }

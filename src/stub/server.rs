@@ -16,6 +16,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use md5::{Digest, Md5};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -23,7 +24,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::faults::RequestFault;
 use super::limits::{BatchRequest, Entry, Refusal, check_batch, check_entry};
-use super::queue::StoredMessage;
+use super::queue::{Admission, StoredMessage};
 use super::{Faults, State};
 use crate::message::ids::push_hex;
 use crate::shutdown::Shutdown;
@@ -110,14 +111,15 @@ async fn handle(request: Request<Incoming>, state: Shared) -> Result<Reply, Drop
         .strip_prefix("AmazonSQS.")
         .unwrap_or(&target)
         .to_owned();
-    let (fault, delay) = {
+    let (fault, delay, lose_reply) = {
         let mut state = lock(&state);
         state.stats.requests += 1;
         state.stats.access_keys.extend(access_key);
         *state.stats.actions.entry(action.clone()).or_default() += 1;
         let delay = state.faults.delay();
         let fault = state.faults.next_request(&mut || rand::random::<f64>());
-        (fault, delay)
+        let lose_reply = rand::random::<f64>() < state.faults.lose_reply_rate;
+        (fault, delay, lose_reply)
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -146,7 +148,6 @@ async fn handle(request: Request<Incoming>, state: Shared) -> Result<Reply, Drop
         }
         RequestFault::None => {}
     }
-    let lose_reply = rand::random::<f64>() < lock(&state).faults.lose_reply_rate;
     let reply = match action.as_str() {
         "SendMessageBatch" => send_batch(&body, &state).unwrap_or_else(|refusal| refusal),
         "SendMessage" => send_one(&body, &state).unwrap_or_else(|refusal| refusal),
@@ -171,45 +172,122 @@ type Answer = Result<Reply, Reply>;
 
 fn send_batch(body: &[u8], state: &Shared) -> Answer {
     let request: BatchRequest = parse(body)?;
-    let (mut state, queue, fifo) = open_queue(state, &request.queue_url)?;
-    state.stats.entries += request.entries.len() as u64;
-    bill(&mut state, request.entries.iter().map(Entry::size).sum());
-    if let Err(refusal) = check_batch(&request) {
-        state.stats.refused_requests += 1;
-        return Err(refusal_reply(&refusal));
-    }
-    let mut successful = Vec::new();
-    let mut failed = Vec::new();
-    for entry in &request.entries {
-        match entry_fate(&state.faults, entry, fifo) {
-            Ok(()) => successful.push(accept(&mut state, &queue, fifo, entry)),
-            Err((refusal, sender_fault)) => {
-                state.stats.failed_entries += 1;
-                failed.push(json!({
-                    "Id": entry.id, "SenderFault": sender_fault, "Code": refusal.code, "Message": refusal.message,
-                }));
+    // The checks that need no state run before the lock is taken, as do the digests and
+    // the reply below: a benchmark's stub shares the cores with the bridge it measures.
+    let batch_refusal = check_batch(&request).err();
+    let fifo = fifo_url(&request.queue_url);
+    let checked: Vec<_> = request
+        .entries
+        .iter()
+        .map(|e| check_entry(e, fifo))
+        .collect();
+    let fates = {
+        let (mut state, queue, _) = open_queue(state, &request.queue_url)?;
+        state.stats.entries += request.entries.len() as u64;
+        bill(&mut state, request.entries.iter().map(Entry::size).sum());
+        if let Some(refusal) = batch_refusal {
+            state.stats.refused_requests += 1;
+            return Err(refusal_reply(&refusal));
+        }
+        let fates: Vec<_> = request
+            .entries
+            .iter()
+            .zip(checked)
+            .map(|(entry, checked)| {
+                let fate = entry_fate(&state.faults, entry, checked);
+                match fate {
+                    Ok(()) => Ok(accept(&mut state, &queue, fifo, entry)),
+                    Err(refused) => {
+                        state.stats.failed_entries += 1;
+                        Err(refused)
+                    }
+                }
+            })
+            .collect();
+        fates
+    };
+    let mut reply = BatchReply::default();
+    for (entry, fate) in request.entries.iter().zip(fates) {
+        match fate {
+            Ok(admission) => {
+                let sent = Sent::of(Some(&entry.id), entry, admission, fifo);
+                reply.successful.push(sent);
             }
+            Err((refusal, sender_fault)) => reply.failed.push(EntryFailure {
+                id: &entry.id,
+                sender_fault,
+                code: refusal.code,
+                message: refusal.message,
+            }),
         }
     }
-    Ok(ok(json!({ "Successful": successful, "Failed": failed })))
+    Ok(json_reply(StatusCode::OK, &reply))
 }
 
 fn send_one(body: &[u8], state: &Shared) -> Answer {
     let entry: Entry = parse(body)?;
-    let (mut state, queue, fifo) = open_queue(state, &entry.queue_url)?;
-    state.stats.entries += 1;
-    bill(&mut state, entry.size());
-    match entry_fate(&state.faults, &entry, fifo) {
-        Ok(()) => {
-            let mut accepted = accept(&mut state, &queue, fifo, &entry);
-            accepted.as_object_mut().map(|o| o.remove("Id"));
-            Ok(ok(accepted))
+    let fifo = fifo_url(&entry.queue_url);
+    let checked = check_entry(&entry, fifo);
+    let fate = {
+        let (mut state, queue, _) = open_queue(state, &entry.queue_url)?;
+        state.stats.entries += 1;
+        bill(&mut state, entry.size());
+        match entry_fate(&state.faults, &entry, checked) {
+            Ok(()) => Ok(accept(&mut state, &queue, fifo, &entry)),
+            Err((refusal, _)) => {
+                state.stats.refused_requests += 1;
+                Err(refusal)
+            }
         }
-        Err((refusal, _)) => {
-            state.stats.refused_requests += 1;
-            Err(refusal_reply(&refusal))
+    };
+    match fate {
+        Ok(admission) => {
+            let sent = Sent::of(None, &entry, admission, fifo);
+            Ok(json_reply(StatusCode::OK, &sent))
+        }
+        Err(refusal) => Err(refusal_reply(&refusal)),
+    }
+}
+
+/// `SendMessageBatch`'s answer.
+#[derive(Default, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchReply<'a> {
+    successful: Vec<Sent<'a>>,
+    failed: Vec<EntryFailure<'a>>,
+}
+
+/// An accepted message, as a batch entry (with its `Id`) or as `SendMessage`'s answer.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Sent<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    message_id: String,
+    #[serde(rename = "MD5OfMessageBody")]
+    md5_of_message_body: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sequence_number: Option<String>,
+}
+
+impl<'a> Sent<'a> {
+    fn of(id: Option<&'a str>, entry: &Entry, admission: Admission, fifo: bool) -> Self {
+        Self {
+            id,
+            message_id: admission.message_id.to_string(),
+            md5_of_message_body: hex(&Md5::digest(entry.message_body.as_bytes())),
+            sequence_number: fifo.then(|| format!("{:020}", admission.sequence_number)),
         }
     }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct EntryFailure<'a> {
+    id: &'a str,
+    sender_fault: bool,
+    code: &'static str,
+    message: String,
 }
 
 /// The request body as `T`, or SQS's answer to JSON it cannot read.
@@ -240,8 +318,12 @@ fn open_queue<'a>(
 }
 
 /// Whether an entry is taken, or refused (and whether as a sender fault).
-fn entry_fate(faults: &Faults, entry: &Entry, fifo: bool) -> Result<(), (Refusal, bool)> {
-    check_entry(entry, fifo).map_err(|refusal| (refusal, true))?;
+fn entry_fate(
+    faults: &Faults,
+    entry: &Entry,
+    checked: Result<(), Refusal>,
+) -> Result<(), (Refusal, bool)> {
+    checked.map_err(|refusal| (refusal, true))?;
     if let Some(marker) = &faults.refuse_bodies_containing {
         if entry.message_body.contains(marker.as_str()) {
             let message = "the message contains characters outside the allowed set".to_owned();
@@ -269,9 +351,34 @@ fn entry_fate(faults: &Faults, entry: &Entry, fifo: bool) -> Result<(), (Refusal
     Ok(())
 }
 
-fn accept(state: &mut State, queue: &str, fifo: bool, entry: &Entry) -> Value {
-    let message = StoredMessage {
-        message_id: uuid::Uuid::new_v4().to_string(),
+/// Admits an entry to its queue, and keeps it unless the stub discards messages.
+fn accept(state: &mut State, queue: &str, fifo: bool, entry: &Entry) -> Admission {
+    let State {
+        queues,
+        stats,
+        discard_messages,
+        ..
+    } = state;
+    let queue_state = match queues.get_mut(queue) {
+        Some(existing) => existing,
+        None => queues.entry(queue.to_owned()).or_default(),
+    };
+    let deduplication_id = entry.message_deduplication_id.as_deref().filter(|_| fifo);
+    let admission = queue_state.admit(deduplication_id);
+    stats.accepted += 1;
+    if admission.duplicate {
+        stats.deduplicated += 1;
+        return admission;
+    }
+    if !*discard_messages {
+        queue_state.messages.push(stored(entry, admission));
+    }
+    admission
+}
+
+fn stored(entry: &Entry, admission: Admission) -> StoredMessage {
+    StoredMessage {
+        message_id: admission.message_id.to_string(),
         body: entry.message_body.clone(),
         group_id: entry.message_group_id.clone(),
         deduplication_id: entry.message_deduplication_id.clone(),
@@ -287,30 +394,11 @@ fn accept(state: &mut State, queue: &str, fifo: bool, entry: &Entry) -> Value {
                 (name.clone(), a.data_type.clone(), value)
             })
             .collect(),
-        sequence_number: 0,
+        sequence_number: admission.sequence_number,
         accepted_at_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
-    };
-    let (message_id, stored) = state
-        .queues
-        .entry(queue.to_owned())
-        .or_default()
-        .accept(message, fifo);
-    state.stats.accepted += 1;
-    if !stored {
-        state.stats.deduplicated += 1;
     }
-    let md5 = hex(&Md5::digest(entry.message_body.as_bytes()));
-    let mut reply = json!({ "Id": entry.id, "MessageId": message_id, "MD5OfMessageBody": md5 });
-    if fifo {
-        let sequence = state.queues[queue]
-            .messages
-            .last()
-            .map_or(0, |m| m.sequence_number);
-        reply["SequenceNumber"] = json!(format!("{sequence:020}"));
-    }
-    reply
 }
 
 /// SQS bills every 64 KiB of a request as one request.
@@ -321,8 +409,11 @@ fn bill(state: &mut State, payload: usize) {
 
 fn queue_of(url: &str) -> (String, bool) {
     let name = url.rsplit('/').next().unwrap_or_default().to_owned();
-    let fifo = name.ends_with(".fifo");
-    (name, fifo)
+    (name, fifo_url(url))
+}
+
+fn fifo_url(url: &str) -> bool {
+    url.ends_with(".fifo")
 }
 
 fn queue_refusal(faults: &Faults, queue: &str) -> Option<Reply> {
@@ -413,8 +504,9 @@ fn ok(body: Value) -> Reply {
     json_reply(StatusCode::OK, &body)
 }
 
-fn json_reply(status: StatusCode, body: &Value) -> Reply {
-    let mut reply = Response::new(Full::new(Bytes::from(body.to_string())));
+fn json_reply(status: StatusCode, body: &impl Serialize) -> Reply {
+    let text = serde_json::to_vec(body).expect("replies serialize");
+    let mut reply = Response::new(Full::new(Bytes::from(text)));
     *reply.status_mut() = status;
     reply.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
