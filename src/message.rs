@@ -12,7 +12,7 @@ use bytestring::ByteString;
 
 use attributes::{Attribute, AttributeValue, DroppedHeader, headers_to_attributes};
 use body::{Body, ENCODING_ATTRIBUTE, envelope_body, raw_body};
-use ids::sqs_id;
+use ids::{into_sqs_id, push_decimal, sqs_id};
 use select::{Payload, describe_source, read_source};
 
 use crate::config::{
@@ -226,9 +226,7 @@ impl MessageMapper {
     ) -> Result<Option<String>, Unsendable> {
         let value_source = match source {
             DeduplicationIdSource::TopicPartitionOffset => {
-                let coordinates =
-                    format!("{}:{}:{}", record.topic, record.partition, record.offset);
-                return Ok(Some(sqs_id(coordinates.as_bytes())));
+                return Ok(Some(coordinates_id(record)));
             }
             DeduplicationIdSource::ContentBased => return Ok(None),
             DeduplicationIdSource::Key => ValueSource::Key,
@@ -244,6 +242,17 @@ impl MessageMapper {
             ))),
         }
     }
+}
+
+/// `topic:partition:offset`, built without the formatting machinery: it runs once a record.
+fn coordinates_id(record: &Record) -> String {
+    let mut id = String::with_capacity(record.topic.len() + 2 + 10 + 20);
+    id.push_str(&record.topic);
+    id.push(':');
+    push_decimal(&mut id, i64::from(record.partition));
+    id.push(':');
+    push_decimal(&mut id, record.offset);
+    into_sqs_id(id)
 }
 
 /// The group of records that have no key of their own: one per partition.

@@ -17,6 +17,36 @@ pub fn sqs_id(raw: &[u8]) -> String {
     digest_id(raw)
 }
 
+/// `text` itself when SQS accepts it as an id, or its digest; [`sqs_id`] without a copy.
+pub fn into_sqs_id(text: String) -> String {
+    if is_valid_sqs_id(text.as_bytes()) {
+        text
+    } else {
+        digest_id(text.as_bytes())
+    }
+}
+
+/// Appends `value` in decimal.
+pub fn push_decimal(text: &mut String, value: i64) {
+    if value < 0 {
+        text.push('-');
+    }
+    let mut digits = [0u8; 20];
+    let mut rest = value.unsigned_abs();
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        text.push(char::from(digit));
+    }
+}
+
 /// `sha256-<64 hex digits>` of `raw`.
 pub fn digest_id(raw: &[u8]) -> String {
     let digest = Sha256::digest(raw);
@@ -52,6 +82,22 @@ mod tests {
         let mut text = String::from("x");
         push_hex(&mut text, &[0x00, 0x0f, 0xa5, 0xff]);
         assert_eq!(text, "x000fa5ff");
+    }
+
+    #[test]
+    fn decimals_match_the_formatter() {
+        for value in [0, 7, 10, 99, 1_234_567, -1, -40, i64::MAX, i64::MIN] {
+            let mut text = String::from("x");
+            push_decimal(&mut text, value);
+            assert_eq!(text, format!("x{value}"));
+        }
+    }
+
+    #[test]
+    fn an_owned_id_is_kept_or_digested_like_a_borrowed_one() {
+        for raw in ["topic:0:12", "with space", &"t".repeat(129)] {
+            assert_eq!(into_sqs_id(raw.to_owned()), sqs_id(raw.as_bytes()));
+        }
     }
 
     #[test]

@@ -152,7 +152,12 @@ struct Index(usize);
 
 impl Serialize for Index {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&self.0)
+        // A batch has at most ten entries; their ids are written without formatting.
+        const IDS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+        match IDS.get(self.0) {
+            Some(id) => serializer.serialize_str(id),
+            None => serializer.collect_str(&self.0),
+        }
     }
 }
 
