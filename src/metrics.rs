@@ -190,7 +190,11 @@ impl Metrics {
                 "Bytes of records read and not yet settled",
                 d,
             ),
-            paused_partitions: gauge("paused_partitions", "Partitions paused by backpressure", d),
+            paused_partitions: gauge(
+                "paused_partitions",
+                "Partitions paused: over the byte budget for a second or more",
+                d,
+            ),
             assigned_partitions: gauge(
                 "assigned_partitions",
                 "Partitions assigned to this instance",

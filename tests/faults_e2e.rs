@@ -362,15 +362,17 @@ async fn stop_policy_halts_naming_the_record() {
     );
 }
 
+/// Over the byte budget the bridge stops reading; when SQS is so slow that it cannot read for
+/// a second, it pauses the partitions, and resumes them once SQS catches up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backpressure_pauses_partitions_and_still_delivers_everything() {
+async fn backpressure_bounds_the_buffer_pauses_a_stalled_destination_and_delivers_everything() {
     let services = Services::from_env();
     let topic = unique("pressure");
     create_topic(&services, &topic, 4).await;
     let stub = SqsStub::start(
         "127.0.0.1:0",
         Faults {
-            delay_ms: 100,
+            delay_ms: 1_500,
             ..Faults::default()
         },
     )
@@ -384,28 +386,46 @@ async fn backpressure_pauses_partitions_and_still_delivers_everything() {
         + &fast_retry_destination("fifo", &stub, "q.fifo", extra);
     let mut bridge = Bridge::start(&config, "backpressure");
 
-    let mut paused_seen = false;
     let mut max_buffered = 0.0f64;
-    let deadline = Instant::now() + 2 * MINUTE;
-    while stub.depth("q.fifo") < 3_000 {
+    let mut watch = |scrape: &str| {
+        let buffered = metric(scrape, "kafka_sqs_bridge_buffered_bytes", &[]);
+        max_buffered = max_buffered.max(buffered);
+        metric(scrape, "kafka_sqs_bridge_paused_partitions", &[])
+    };
+    let deadline = Instant::now() + MINUTE;
+    loop {
         assert!(
             Instant::now() < deadline,
-            "stalled at {}",
-            stub.depth("q.fifo")
+            "a stalled destination never paused"
         );
         if let Some((_, scrape)) = http_get(port, "/metrics") {
-            paused_seen |= metric(&scrape, "kafka_sqs_bridge_paused_partitions", &[]) > 0.0;
-            max_buffered =
-                max_buffered.max(metric(&scrape, "kafka_sqs_bridge_buffered_bytes", &[]));
+            if watch(&scrape) > 0.0 {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(paused_seen, "partitions were never paused");
+
+    stub.update_faults(|f| f.delay_ms = 0);
+    let deadline = Instant::now() + 2 * MINUTE;
+    let mut paused = f64::NAN;
+    while stub.depth("q.fifo") < 3_000 || paused != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "stalled at {} delivered, {paused} partitions paused",
+            stub.depth("q.fifo")
+        );
+        if let Some((_, scrape)) = http_get(port, "/metrics") {
+            paused = watch(&scrape);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     eprintln!("peak buffered bytes seen: {max_buffered}");
     assert!(
         max_buffered < 4.0 * 131_072.0,
         "buffered {max_buffered} bytes against a budget of 131072"
     );
+    assert_eq!(stub.depth("q.fifo"), 3_000);
     wait_for_commits(&services, &format!("{group}.fifo"), &topic, 4, MINUTE);
     bridge.stop_cleanly();
 }

@@ -69,6 +69,8 @@ struct DestinationLoop {
     received: Vec<(Arc<str>, IntCounter)>,
     buffered: usize,
     max_buffered: usize,
+    /// Since when the buffer has been over the budget without a pause, so not read.
+    over_budget_since: Option<Instant>,
     paused: bool,
     seen_generation: u64,
     metrics: Arc<Metrics>,
@@ -167,6 +169,7 @@ impl DestinationLoop {
             received: Vec::new(),
             buffered: 0,
             max_buffered: d.delivery.max_buffered_bytes,
+            over_budget_since: None,
             paused: false,
             seen_generation: 0,
             metrics,
@@ -197,11 +200,16 @@ impl DestinationLoop {
             } else {
                 None
             };
+            let reading = self.paused || self.buffered <= self.max_buffered;
+            let pause_at = self
+                .over_budget_since
+                .filter(|_| !self.paused)
+                .map(|since| since + PAUSE_AFTER);
             tokio::select! {
                 biased;
                 _ = shutdown.wait() => {}
                 Some(joined) = self.in_flight.join_next() => halt = self.settled_burst(joined),
-                received = self.consumer.recv() => match received {
+                received = self.consumer.recv(), if reading => match received {
                     Ok(message) => {
                         let record = to_record(&message, &mut self.topics);
                         drop(message);
@@ -213,6 +221,7 @@ impl DestinationLoop {
                     }
                 },
                 _ = sleep_until(linger) => {}
+                _ = sleep_until(pause_at) => {}
                 _ = commit_tick.tick() => {
                     if let Err(error) = self.commit(CommitMode::Async) {
                         warn!(destination = %self.name, %error, "offset commit failed; it is retried with the next one");
@@ -438,15 +447,34 @@ impl DestinationLoop {
         }
     }
 
-    /// Pauses every partition above the byte budget, and resumes them below three quarters
-    /// of it. The consumer keeps polling while paused, so it stays in its group.
+    /// Over the byte budget the loop stops reading. librdkafka then stops fetching once its
+    /// own small queue is full, and fetches again as soon as the loop reads. A pause would
+    /// purge that queue, and after a resume librdkafka's fetcher can wait up to a second
+    /// before it fetches again: under a backlog, that halved the drain.
+    ///
+    /// When the loop has not read for [`PAUSE_AFTER`] (SQS is slow or refusing), every
+    /// partition is paused, so that the consumer goes on polling and stays in its group; they
+    /// are resumed below three quarters of the budget.
     fn apply_backpressure(&mut self) {
-        if !self.paused && self.buffered > self.max_buffered {
-            debug!(destination = %self.name, buffered = self.buffered, "pausing partitions: byte budget reached");
+        let over = self.buffered > self.max_buffered;
+        let now = Instant::now();
+        match self.over_budget_since {
+            None if over => self.over_budget_since = Some(now),
+            Some(_) if !over && !self.paused => self.over_budget_since = None,
+            _ => {}
+        }
+        let stalled = self
+            .over_budget_since
+            .is_some_and(|since| now >= since + PAUSE_AFTER);
+        if !self.paused && stalled {
+            debug!(destination = %self.name, buffered = self.buffered, "pausing partitions: over the byte budget for a while");
             self.set_paused(true);
         } else if self.paused && self.buffered <= self.max_buffered / 4 * 3 {
             debug!(destination = %self.name, buffered = self.buffered, "resuming partitions");
             self.set_paused(false);
+            if !self.paused {
+                self.over_budget_since = None;
+            }
         }
     }
 
@@ -518,6 +546,11 @@ impl DestinationLoop {
 
 /// The most records one turn of the loop reads without waiting.
 const READ_BURST: usize = 64;
+
+/// How long the loop may go without reading, over the byte budget, before it pauses the
+/// partitions; far below `max.poll.interval.ms`, and long enough that a backlog's short
+/// stops never pause.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
