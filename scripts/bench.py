@@ -61,7 +61,7 @@ class Scenario:
     partitions: int = 12
     linger_ms: int = 20
     max_in_flight: int = 16
-    max_buffered_bytes: int = 32 * MIB  # the bridge's default
+    max_buffered_bytes: int = 16 * MIB  # the bridge's default
     kafka_properties: dict = field(default_factory=dict)  # librdkafka, as [kafka.properties]
 
 
@@ -79,10 +79,10 @@ def scenarios(quick):
         Scenario("backlog-256B-20ms-inflight128", "backlog", delay_ms=20, count=backlog,
                  max_in_flight=128),
         # The byte budget trades memory for speed: what larger ones do.
-        Scenario("backlog-256B-0ms-48MiB-budget", "backlog", count=backlog,
-                 max_buffered_bytes=48 * MIB),
-        Scenario("backlog-256B-0ms-64MiB-budget", "backlog", count=backlog,
-                 max_buffered_bytes=64 * MIB),
+        Scenario("backlog-256B-0ms-8MiB-budget", "backlog", count=backlog,
+                 max_buffered_bytes=8 * MIB),
+        Scenario("backlog-256B-0ms-32MiB-budget", "backlog", count=backlog,
+                 max_buffered_bytes=32 * MIB),
         Scenario("backlog-4KiB-0ms", "backlog", size=4096, count=backlog_4k),
         Scenario("localstack-backlog-256B", "backlog", sink="localstack", count=localstack),
     ]
