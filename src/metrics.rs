@@ -49,6 +49,7 @@ pub struct Metrics {
     pub in_flight_batches: IntGaugeVec,
     pub buffered_bytes: IntGaugeVec,
     pub paused_partitions: IntGaugeVec,
+    pub backpressure_pauses: IntCounterVec,
     pub assigned_partitions: IntGaugeVec,
     pub rebalances: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
@@ -192,7 +193,12 @@ impl Metrics {
             ),
             paused_partitions: gauge(
                 "paused_partitions",
-                "Partitions paused: over the byte budget for a second or more",
+                "Partitions paused: a second over the byte budget, until under three quarters",
+                d,
+            ),
+            backpressure_pauses: counter(
+                "backpressure_pauses_total",
+                "Times the partitions were paused because the loop could not read for a second",
                 d,
             ),
             assigned_partitions: gauge(
@@ -242,6 +248,7 @@ impl Metrics {
             &self.ordering_faults,
             &self.sqs_throttled,
             &self.commit_failures,
+            &self.backpressure_pauses,
         ] {
             counter.with_label_values(&d);
         }
