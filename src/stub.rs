@@ -6,9 +6,9 @@
 //! with `AccessDenied` and recorded, as a least-privilege policy would.
 //!
 //! It keeps what it accepted in memory, per queue, for the tests to read (a benchmark tells
-//! it to keep only counts); queues are created on first use. Out of process (`sqs-stub` binary), `/_stub/stats`, `/_stub/faults` and
-//! `/_stub/messages` expose the same over HTTP. It speaks plain HTTP, or HTTPS with a given
-//! certificate ([`SqsStub::start_tls`]).
+//! it to keep only counts); queues are created on first use. Out of process (`sqs-stub`
+//! binary), `/_stub/stats`, `/_stub/faults` and `/_stub/messages` expose the same over HTTP.
+//! It speaks plain HTTP, or HTTPS with a given certificate ([`SqsStub::start_tls`]).
 
 mod faults;
 mod limits;

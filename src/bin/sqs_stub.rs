@@ -22,7 +22,8 @@ struct Args {
     #[arg(long, requires = "tls_certificate")]
     tls_key: Option<PathBuf>,
     /// Keep no messages, only count and deduplicate them (`/_stub/messages` answers `[]`):
-    /// for benchmarks, which send millions.
+    /// for benchmarks, which send millions. The deduplication window still holds every
+    /// FIFO id for five minutes, about a hundred bytes each.
     #[arg(long)]
     discard_messages: bool,
 }

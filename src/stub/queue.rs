@@ -62,8 +62,8 @@ impl QueueState {
         }
         self.next_sequence += 1;
         self.depth += 1;
-        // A non-cryptographic random id: SQS's ids only need to be unique, and the stub
-        // should not spend a system call a message on them.
+        // From the thread's generator, seeded once: SQS's ids only need to be unique, and
+        // the stub should not spend a system call a message on them.
         let admission = Admission {
             message_id: uuid::Builder::from_random_bytes(rand::random()).into_uuid(),
             sequence_number: self.next_sequence,

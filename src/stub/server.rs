@@ -530,3 +530,50 @@ fn hex(bytes: &[u8]) -> String {
 fn lock(state: &Shared) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(deduplication_id: &str) -> Entry {
+        let json = format!(
+            r#"{{"Id": "0", "MessageBody": "b", "MessageGroupId": "g",
+                "MessageDeduplicationId": "{deduplication_id}"}}"#
+        );
+        serde_json::from_str(&json).unwrap()
+    }
+
+    fn accept_three(discard_messages: bool) -> State {
+        let mut state = State {
+            discard_messages,
+            ..State::default()
+        };
+        for id in ["d1", "d2", "d1"] {
+            accept(&mut state, "q.fifo", true, &entry(id));
+        }
+        state
+    }
+
+    #[test]
+    fn discarding_keeps_counts_depth_and_deduplication_but_no_messages() {
+        let state = accept_three(true);
+        let queue = &state.queues["q.fifo"];
+        assert_eq!(queue.depth, 2);
+        assert!(queue.messages.is_empty());
+        assert_eq!(state.stats.accepted, 3);
+        assert_eq!(state.stats.deduplicated, 1);
+    }
+
+    #[test]
+    fn kept_messages_carry_their_sequence_numbers_in_order() {
+        let state = accept_three(false);
+        let queue = &state.queues["q.fifo"];
+        assert_eq!(queue.depth, 2);
+        let kept: Vec<(Option<&str>, u64)> = queue
+            .messages
+            .iter()
+            .map(|m| (m.deduplication_id.as_deref(), m.sequence_number))
+            .collect();
+        assert_eq!(kept, vec![(Some("d1"), 1), (Some("d2"), 2)]);
+    }
+}
