@@ -182,7 +182,7 @@ fn send_batch(body: &[u8], state: &Shared) -> Answer {
         .map(|e| check_entry(e, fifo))
         .collect();
     let fates = {
-        let (mut state, queue, _) = open_queue(state, &request.queue_url)?;
+        let (mut state, queue) = open_queue(state, &request.queue_url)?;
         state.stats.entries += request.entries.len() as u64;
         bill(&mut state, request.entries.iter().map(Entry::size).sum());
         if let Some(refusal) = batch_refusal {
@@ -193,16 +193,15 @@ fn send_batch(body: &[u8], state: &Shared) -> Answer {
             .entries
             .iter()
             .zip(checked)
-            .map(|(entry, checked)| {
-                let fate = entry_fate(&state.faults, entry, checked);
-                match fate {
+            .map(
+                |(entry, checked)| match entry_fate(&state.faults, entry, checked) {
                     Ok(()) => Ok(accept(&mut state, &queue, fifo, entry)),
                     Err(refused) => {
                         state.stats.failed_entries += 1;
                         Err(refused)
                     }
-                }
-            })
+                },
+            )
             .collect();
         fates
     };
@@ -229,7 +228,7 @@ fn send_one(body: &[u8], state: &Shared) -> Answer {
     let fifo = fifo_url(&entry.queue_url);
     let checked = check_entry(&entry, fifo);
     let fate = {
-        let (mut state, queue, _) = open_queue(state, &entry.queue_url)?;
+        let (mut state, queue) = open_queue(state, &entry.queue_url)?;
         state.stats.entries += 1;
         bill(&mut state, entry.size());
         match entry_fate(&state.faults, &entry, checked) {
@@ -302,19 +301,19 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Reply> {
     })
 }
 
-/// The locked state for a send to `queue_url`, with the queue's name and whether it is
-/// FIFO; or the refusal of a queue the faults say is missing or refusing.
+/// The locked state for a send to `queue_url`, with the queue's name; or the refusal of a
+/// queue the faults say is missing or refusing.
 fn open_queue<'a>(
     state: &'a Shared,
     queue_url: &str,
-) -> Result<(MutexGuard<'a, State>, String, bool), Reply> {
+) -> Result<(MutexGuard<'a, State>, String), Reply> {
     let mut state = lock(state);
-    let (queue, fifo) = queue_of(queue_url);
+    let queue = queue_url.rsplit('/').next().unwrap_or_default().to_owned();
     if let Some(refusal) = queue_refusal(&state.faults, &queue) {
         state.stats.refused_requests += 1;
         return Err(refusal);
     }
-    Ok((state, queue, fifo))
+    Ok((state, queue))
 }
 
 /// Whether an entry is taken, or refused (and whether as a sender fault).
@@ -405,11 +404,6 @@ fn stored(entry: &Entry, admission: Admission) -> StoredMessage {
 fn bill(state: &mut State, payload: usize) {
     state.stats.payload_bytes += payload as u64;
     state.stats.billed_requests += payload.div_ceil(64 * 1024).max(1) as u64;
-}
-
-fn queue_of(url: &str) -> (String, bool) {
-    let name = url.rsplit('/').next().unwrap_or_default().to_owned();
-    (name, fifo_url(url))
 }
 
 fn fifo_url(url: &str) -> bool {
