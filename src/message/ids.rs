@@ -28,23 +28,7 @@ pub fn into_sqs_id(text: String) -> String {
 
 /// Appends `value` in decimal.
 pub fn push_decimal(text: &mut String, value: i64) {
-    if value < 0 {
-        text.push('-');
-    }
-    let mut digits = [0u8; 20];
-    let mut rest = value.unsigned_abs();
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    for &digit in &digits[start..] {
-        text.push(char::from(digit));
-    }
+    text.push_str(itoa::Buffer::new().format(value));
 }
 
 /// `sha256-<64 hex digits>` of `raw`.
