@@ -202,13 +202,13 @@ impl DestinationLoop {
             } else {
                 None
             };
-            // Past `PAUSE_AFTER` the loop reads again even if the pause failed, so that the
-            // consumer is still polled; the timer is armed only before that, so never spins.
+            // Over the budget the loop reads again once stalled: paused then, or the pause
+            // failed and the consumer must still be polled. The pause timer is armed only
+            // before that, so it never spins.
             let now = Instant::now();
-            let reading = self.paused || self.buffered <= self.max_buffered || self.stalled(now);
+            let reading = self.buffered <= self.max_buffered || self.stalled(now);
             let pause_at = self
                 .over_budget_since
-                .filter(|_| !self.paused)
                 .map(|since| since + PAUSE_AFTER)
                 .filter(|at| *at > now);
             tokio::select! {
