@@ -78,7 +78,7 @@ def scenarios(quick):
         # this variant shows what the bridge does when in-flight is not the limit.
         Scenario("backlog-256B-20ms-inflight128", "backlog", delay_ms=20, count=backlog,
                  max_in_flight=128),
-        # The byte budget trades memory for speed: what larger ones do.
+        # The byte budget trades memory for batch fill: what a smaller and a larger one do.
         Scenario("backlog-256B-0ms-8MiB-budget", "backlog", count=backlog,
                  max_buffered_bytes=8 * MIB),
         Scenario("backlog-256B-0ms-32MiB-budget", "backlog", count=backlog,
