@@ -50,6 +50,7 @@ pub struct Metrics {
     pub buffered_bytes: IntGaugeVec,
     pub paused_partitions: IntGaugeVec,
     pub backpressure_pauses: IntCounterVec,
+    pub share_pauses: IntCounterVec,
     pub assigned_partitions: IntGaugeVec,
     pub rebalances: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
@@ -193,12 +194,17 @@ impl Metrics {
             ),
             paused_partitions: gauge(
                 "paused_partitions",
-                "Partitions paused: a second over the byte budget, until under three quarters",
+                "Partitions paused: all of them after a second over the byte budget, or those over their share",
                 d,
             ),
             backpressure_pauses: counter(
                 "backpressure_pauses_total",
                 "Times the partitions were paused because the loop could not read for a second",
+                d,
+            ),
+            share_pauses: counter(
+                "share_pauses_total",
+                "Times a partition was paused for holding more than its share of a full budget",
                 d,
             ),
             assigned_partitions: gauge(
@@ -249,6 +255,7 @@ impl Metrics {
             &self.sqs_throttled,
             &self.commit_failures,
             &self.backpressure_pauses,
+            &self.share_pauses,
         ] {
             counter.with_label_values(&d);
         }

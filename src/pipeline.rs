@@ -5,6 +5,7 @@
 pub mod delivery;
 pub mod destination;
 pub mod poison;
+pub mod share;
 
 use std::sync::Arc;
 

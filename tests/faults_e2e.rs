@@ -446,6 +446,53 @@ async fn backpressure_stops_reading_pauses_only_a_stalled_destination_and_delive
     bridge.stop_cleanly();
 }
 
+/// With a 20 ms round trip and a small budget, the buffered records' groups are all in
+/// flight before a batch can fill: the bridge then pauses each partition that holds more
+/// than its share of the budget, resumes it once back to its share, and delivers every
+/// record once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_over_their_share_are_paused_and_resumed_and_nothing_is_lost() {
+    let services = Services::from_env();
+    let topic = unique("shares");
+    create_topic(&services, &topic, 6).await;
+    let faults = Faults {
+        delay_ms: 20,
+        ..Faults::default()
+    };
+    let stub = SqsStub::start("127.0.0.1:0", faults).await.unwrap();
+    produce(&producer(&services), &topic, &sensor_records(6_000, 120, 2)).await;
+    let group = unique("shares");
+    let port = free_port();
+    let extra = "max_buffered_bytes = 65536\n[destinations.batch]\nmax_in_flight = 64\n";
+    let config = base_config_on(&services, &group, &topic, port)
+        + &fast_retry_destination("fifo", &stub, "q.fifo", extra);
+    let mut bridge = Bridge::start(&config, "shares");
+    wait_for_depth(&stub, "q.fifo", 6_000, 2 * MINUTE, &bridge).await;
+    wait_for_commits(&services, &format!("{group}.fifo"), &topic, 6, MINUTE);
+
+    let messages = stub.messages("q.fifo");
+    let ids: HashSet<String> = messages.iter().map(|m| parse_sample(&m.body).id).collect();
+    assert_eq!(messages.len(), 6_000, "the queue holds duplicates");
+    assert_eq!(ids.len(), 6_000);
+    assert_eq!(assert_stub_ordered(&messages, seq_of), 120);
+
+    let scrape = http_get(port, "/metrics").expect("metrics").1;
+    let share_pauses = metric(&scrape, "kafka_sqs_bridge_share_pauses_total", &[]);
+    assert!(share_pauses > 0.0, "no partition was paused for its share");
+    assert_eq!(
+        metric(&scrape, "kafka_sqs_bridge_backpressure_pauses_total", &[]),
+        0.0,
+        "SQS kept up, yet the loop stalled"
+    );
+    assert_eq!(
+        metric(&scrape, "kafka_sqs_bridge_paused_partitions", &[]),
+        0.0,
+        "a partition stayed paused after the drain"
+    );
+    eprintln!("share pauses: {share_pauses}");
+    bridge.stop_cleanly();
+}
+
 /// Instances join and leave while records flow; with `protocol` "classic" the bridge's
 /// cooperative-sticky assignment is used, with "consumer" the broker-driven KIP-848 one.
 async fn instances_join_and_leave(protocol: &str) {

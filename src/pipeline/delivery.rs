@@ -9,7 +9,7 @@ use tracing::{debug, error, trace, warn};
 
 use super::poison::{Halt, PoisonHandler};
 use crate::admin::DestinationHealth;
-use crate::kafka::progress::{Progress, Ticket};
+use crate::kafka::progress::{PartitionKey, Progress, Ticket};
 use crate::message::Unsendable;
 use crate::metrics::{DestinationSeries, Metrics};
 use crate::record::Record;
@@ -55,14 +55,19 @@ pub struct Delivery {
 #[derive(Debug, Default)]
 pub struct Settled {
     pub groups: Vec<Arc<str>>,
-    pub buffered: usize,
+    /// The bytes each entry held against the budget, by partition.
+    pub buffered: Vec<(PartitionKey, usize)>,
     pub halt: Option<Halt>,
 }
 
 impl Delivery {
     /// Delivers `batch`; returns once every entry is settled or the bridge must stop.
     pub async fn deliver(self: Arc<Self>, batch: Batch<Token>) -> Settled {
-        let buffered = batch.entries.iter().map(|q| q.token.buffered).sum();
+        let buffered = batch
+            .entries
+            .iter()
+            .map(|q| (q.token.ticket.key.clone(), q.token.buffered))
+            .collect();
         self.progress
             .start_sending(batch.entries.iter().map(|q| &q.token.ticket));
         let mut pending: Vec<Queued<Token>> = batch.entries;

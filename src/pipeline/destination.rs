@@ -1,8 +1,8 @@
 //! One destination's loop. It owns the consumer and the scheduler: it reads records, maps the
 //! ones its filter selects, queues them by message group, starts batches while there is room
 //! in flight, commits the watermark, and stops reading while too many bytes are waiting
-//! (pausing its partitions when that lasts). Batches run as their own tasks and settle
-//! their records in [`Progress`].
+//! (pausing its partitions when that lasts, and at once a partition that holds more than
+//! its share). Batches run as their own tasks and settle their records in [`Progress`].
 //!
 //! On shutdown it stops reading, sends what is queued, waits for the batches in flight up to
 //! the drain timeout, commits, and leaves the consumer group.
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::FutureExt as _;
 use prometheus::IntCounter;
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use tokio::task::JoinSet;
@@ -21,6 +22,7 @@ use tracing::{debug, info, trace, warn};
 use super::PipelineError;
 use super::delivery::{Delivery, Settled, Token};
 use super::poison::{Halt, PoisonHandler};
+use super::share::PartitionShares;
 use crate::admin::{DestinationHealth, Health};
 use crate::config::{Config, DestinationConfig};
 use crate::kafka::consumer::{
@@ -70,6 +72,11 @@ struct DestinationLoop {
     received: Vec<(Arc<str>, IntCounter)>,
     buffered: usize,
     max_buffered: usize,
+    shares: PartitionShares,
+    /// Partitions owned, counted at each assignment change.
+    owned_partitions: usize,
+    /// The last dispatch left room in flight: the queued records could not fill a batch.
+    short_of_groups: bool,
     /// When the buffer went over the budget, from then until it is under it again while not
     /// paused, or until a resume.
     over_budget_since: Option<Instant>,
@@ -171,6 +178,9 @@ impl DestinationLoop {
             received: Vec::new(),
             buffered: 0,
             max_buffered: d.delivery.max_buffered_bytes,
+            shares: PartitionShares::default(),
+            owned_partitions: 0,
+            short_of_groups: false,
             over_budget_since: None,
             paused: false,
             seen_generation: 0,
@@ -333,6 +343,7 @@ impl DestinationLoop {
                     record: keep_record.then(|| Box::new(record)),
                 };
                 self.buffered += buffered;
+                self.shares.add(&token.ticket.key, buffered);
                 self.scheduler
                     .push(group.as_deref(), message, token, std::time::Instant::now());
                 None
@@ -352,6 +363,8 @@ impl DestinationLoop {
                 let delivery = Arc::clone(&self.delivery);
                 let buffered = record.buffered_bytes();
                 self.buffered += buffered;
+                self.shares.add(&ticket.key, buffered);
+                let freed = vec![(ticket.key.clone(), buffered)];
                 self.in_flight.spawn(async move {
                     let coordinates = record.coordinates();
                     let halt = match delivery
@@ -367,7 +380,7 @@ impl DestinationLoop {
                     };
                     Settled {
                         groups: Vec::new(),
-                        buffered,
+                        buffered: freed,
                         halt,
                     }
                 });
@@ -399,6 +412,7 @@ impl DestinationLoop {
             let delivery = Arc::clone(&self.delivery);
             self.in_flight.spawn(delivery.deliver(batch));
         }
+        self.short_of_groups = self.in_flight.len() < self.max_in_flight;
     }
 
     fn settled(&mut self, joined: Result<Settled, tokio::task::JoinError>) -> Option<Halt> {
@@ -408,7 +422,10 @@ impl DestinationLoop {
             Err(_) => return None,
         };
         self.scheduler.release(&settled.groups);
-        self.buffered = self.buffered.saturating_sub(settled.buffered);
+        for (key, bytes) in &settled.buffered {
+            self.buffered = self.buffered.saturating_sub(*bytes);
+            self.shares.remove(key, *bytes);
+        }
         settled.halt
     }
 
@@ -442,8 +459,12 @@ impl DestinationLoop {
         let dropped = self
             .scheduler
             .remove_where(|token| !progress.is_current(&token.ticket));
-        let freed: usize = dropped.iter().map(|q| q.token.buffered).sum();
-        self.buffered = self.buffered.saturating_sub(freed);
+        for queued in &dropped {
+            self.buffered = self.buffered.saturating_sub(queued.token.buffered);
+        }
+        let owned = progress.owned();
+        self.shares.retain(&owned);
+        self.owned_partitions = owned.len();
         if !dropped.is_empty() {
             info!(destination = %self.name, records = dropped.len(), "dropped queued records of revoked partitions");
         }
@@ -487,6 +508,60 @@ impl DestinationLoop {
                 self.over_budget_since = None;
             }
         }
+        if !self.paused {
+            self.balance_shares(over);
+        }
+    }
+
+    /// Pauses the partitions that hold more than their share of a full budget whose records
+    /// cannot fill a batch, and resumes them once back to their share: see
+    /// [`PartitionShares`].
+    fn balance_shares(&mut self, over: bool) {
+        let held = self.shares.held();
+        if over && self.short_of_groups {
+            for key in self
+                .shares
+                .over_share(self.max_buffered, self.owned_partitions)
+            {
+                if self.pause_partition(&key, true) {
+                    debug!(destination = %self.name, topic = %key.topic, partition = key.partition, "pausing a partition that holds more than its share of the byte budget");
+                    self.shares.hold(key);
+                    self.metrics
+                        .share_pauses
+                        .with_label_values(&[&self.name])
+                        .inc();
+                }
+            }
+        }
+        if self.shares.held() > 0 {
+            for key in self
+                .shares
+                .back_to_share(self.max_buffered, self.owned_partitions)
+            {
+                if self.pause_partition(&key, false) {
+                    debug!(destination = %self.name, topic = %key.topic, partition = key.partition, "resuming a partition back to its share of the byte budget");
+                    self.shares.release(&key);
+                }
+            }
+        }
+        if self.shares.held() != held {
+            self.metrics
+                .paused_partitions
+                .with_label_values(&[&self.name])
+                .set(self.shares.held() as i64);
+        }
+    }
+
+    /// Pauses or resumes one partition; true when librdkafka did.
+    fn pause_partition(&self, key: &PartitionKey, pause: bool) -> bool {
+        let mut partitions = TopicPartitionList::new();
+        partitions.add_partition(&key.topic, key.partition);
+        let done = if pause {
+            self.consumer.pause(&partitions)
+        } else {
+            self.consumer.resume(&partitions)
+        };
+        done.is_ok()
     }
 
     /// True once the loop has been over the budget, unable to read, for [`PAUSE_AFTER`].
@@ -506,6 +581,8 @@ impl DestinationLoop {
         };
         if done.is_ok() {
             self.paused = paused;
+            // Every partition was paused or resumed, those held for their share too.
+            self.shares.release_all();
             let count = if paused { assignment.count() as i64 } else { 0 };
             self.metrics
                 .paused_partitions
