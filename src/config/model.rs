@@ -222,7 +222,7 @@ pub struct DeliveryConfig {
     pub on_undeliverable: UndeliverablePolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_topic: Option<TopicName>,
-    /// Bytes of records read but not yet acknowledged; partitions pause above it.
+    /// Bytes of records read but not yet acknowledged; the bridge stops reading above it.
     #[serde(default = "defaults::max_buffered_bytes")]
     pub max_buffered_bytes: usize,
     /// One `SendMessageBatch` attempt, connection included.
@@ -368,7 +368,7 @@ mod defaults {
         16
     }
     /// Enough records of enough message groups to fill batches during a backlog drain
-    /// (9.75 - 9.98 entries a batch with 1,000 keys), within 95 - 110 MiB of resident
+    /// (9.75 - 9.98 entries a batch with 1,000 keys), within 89 - 110 MiB of resident
     /// memory. A larger budget drained no faster; 8 MiB filled 9.67 - 9.86.
     pub fn max_buffered_bytes() -> usize {
         16 * 1024 * 1024
