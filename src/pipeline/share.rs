@@ -1,15 +1,16 @@
 //! Each partition's share of the byte budget. Over the budget the loop stops reading, and
 //! librdkafka's one consumer queue stays full. Room in it then goes to whichever partition
-//! librdkafka fetches first, and that tends to be the ones it has just fetched: in a drain at
-//! a 20 ms round trip, one partition's records filled the whole budget for twenty seconds at
-//! a time. A message group has one batch in flight at a time, so the drain ran at the pace
-//! of that partition's twelfth of the groups, 3,500 records/s instead of 40,000.
+//! librdkafka fetches first, and in a drain at a 20 ms round trip the same partition kept
+//! winning: its records filled the whole budget for twenty seconds at a time. A message
+//! group has one batch in flight at a time, so the drain ran at the pace of that
+//! partition's twelfth of the groups, 3,500 records/s instead of 40,000.
 //!
 //! So when the budget is full and its records cannot fill a batch (their groups are all in
 //! flight), each partition holding more than an even share is paused. That also drops what
 //! librdkafka had fetched of it, and the queue fills with the other partitions. It is resumed
-//! once it holds no more than an even share. When SQS is fast, the groups are never short,
-//! nothing is paused, and no fetch is wasted.
+//! as soon as it holds no more than an even share: resuming lower paused ten times less,
+//! but the partitions ran dry before librdkafka fetched them again. When SQS is fast the
+//! groups are seldom short, and a drain pauses a few times at most.
 
 use std::collections::HashMap;
 
