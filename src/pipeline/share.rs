@@ -19,23 +19,30 @@ use crate::kafka::progress::PartitionKey;
 /// Bytes held per partition, and the partitions paused for holding too many.
 #[derive(Debug, Default)]
 pub struct PartitionShares {
-    bytes: HashMap<PartitionKey, usize>,
-    held: Vec<PartitionKey>,
+    shares: HashMap<PartitionKey, Share>,
+    held: usize,
+}
+
+#[derive(Debug, Default)]
+struct Share {
+    bytes: usize,
+    held: bool,
 }
 
 impl PartitionShares {
     pub fn add(&mut self, key: &PartitionKey, bytes: usize) {
-        match self.bytes.get_mut(key) {
-            Some(held) => *held += bytes,
+        match self.shares.get_mut(key) {
+            Some(share) => share.bytes += bytes,
             None => {
-                self.bytes.insert(key.clone(), bytes);
+                let share = Share { bytes, held: false };
+                self.shares.insert(key.clone(), share);
             }
         }
     }
 
     pub fn remove(&mut self, key: &PartitionKey, bytes: usize) {
-        if let Some(held) = self.bytes.get_mut(key) {
-            *held = held.saturating_sub(bytes);
+        if let Some(share) = self.shares.get_mut(key) {
+            share.bytes = share.bytes.saturating_sub(bytes);
         }
     }
 
@@ -46,46 +53,59 @@ impl PartitionShares {
             return Vec::new();
         }
         let limit = even_share(budget, partitions);
-        self.bytes
+        self.shares
             .iter()
-            .filter(|(key, bytes)| **bytes > limit && !self.held.contains(key))
+            .filter(|(_, share)| !share.held && share.bytes > limit)
             .map(|(key, _)| key.clone())
             .collect()
     }
 
     /// Held partitions that are back to an even share or below.
     pub fn back_to_share(&self, budget: usize, partitions: usize) -> Vec<PartitionKey> {
-        let share = even_share(budget, partitions);
-        self.held
+        if self.held == 0 {
+            return Vec::new();
+        }
+        let limit = even_share(budget, partitions);
+        self.shares
             .iter()
-            .filter(|key| self.bytes.get(*key).is_none_or(|bytes| *bytes <= share))
-            .cloned()
+            .filter(|(_, share)| share.held && share.bytes <= limit)
+            .map(|(key, _)| key.clone())
             .collect()
     }
 
     pub fn hold(&mut self, key: PartitionKey) {
-        if !self.held.contains(&key) {
-            self.held.push(key);
+        let share = self.shares.entry(key).or_default();
+        if !share.held {
+            share.held = true;
+            self.held += 1;
         }
     }
 
     pub fn release(&mut self, key: &PartitionKey) {
-        self.held.retain(|held| held != key);
+        if let Some(share) = self.shares.get_mut(key) {
+            if share.held {
+                share.held = false;
+                self.held -= 1;
+            }
+        }
     }
 
     /// Forgets which partitions are held, once they have all been resumed together.
     pub fn release_all(&mut self) {
-        self.held.clear();
+        self.shares
+            .values_mut()
+            .for_each(|share| share.held = false);
+        self.held = 0;
     }
 
     pub fn held(&self) -> usize {
-        self.held.len()
+        self.held
     }
 
     /// Forgets the partitions that are no longer owned.
     pub fn retain(&mut self, owned: &[PartitionKey]) {
-        self.bytes.retain(|key, _| owned.contains(key));
-        self.held.retain(|key| owned.contains(key));
+        self.shares.retain(|key, _| owned.contains(key));
+        self.held = self.shares.values().filter(|share| share.held).count();
     }
 }
 
