@@ -483,10 +483,7 @@ impl DestinationLoop {
                 self.pause_partition(&key, false);
             }
         }
-        self.metrics
-            .paused_partitions
-            .with_label_values(&[&self.name])
-            .set(self.shares.held() as i64);
+        self.report_paused(self.shares.held());
     }
 
     /// Over the byte budget the loop stops reading. librdkafka then stops fetching once its
@@ -560,10 +557,7 @@ impl DestinationLoop {
             }
         }
         if self.shares.held() != held {
-            self.metrics
-                .paused_partitions
-                .with_label_values(&[&self.name])
-                .set(self.shares.held() as i64);
+            self.report_paused(self.shares.held());
         }
     }
 
@@ -577,20 +571,39 @@ impl DestinationLoop {
     fn pause_partition(&mut self, key: &PartitionKey, pause: bool) -> bool {
         let mut partitions = TopicPartitionList::new();
         partitions.add_partition(&key.topic, key.partition);
+        self.pause_or_resume(&partitions, pause)
+    }
+
+    /// Pauses or resumes `partitions`, and remembers which this loop paused; true when
+    /// librdkafka did.
+    fn pause_or_resume(&mut self, partitions: &TopicPartitionList, pause: bool) -> bool {
         let done = if pause {
-            self.consumer.pause(&partitions)
+            self.consumer.pause(partitions)
         } else {
-            self.consumer.resume(&partitions)
+            self.consumer.resume(partitions)
         };
         if done.is_err() {
             return false;
         }
-        if pause {
-            self.app_paused.insert(key.clone());
-        } else {
-            self.app_paused.remove(key);
+        for element in partitions.elements() {
+            let key = PartitionKey {
+                topic: Arc::from(element.topic()),
+                partition: element.partition(),
+            };
+            if pause {
+                self.app_paused.insert(key);
+            } else {
+                self.app_paused.remove(&key);
+            }
         }
         true
+    }
+
+    fn report_paused(&self, partitions: usize) {
+        self.metrics
+            .paused_partitions
+            .with_label_values(&[&self.name])
+            .set(partitions as i64);
     }
 
     /// True once the loop has been over the budget, unable to read, for [`PAUSE_AFTER`].
@@ -603,31 +616,11 @@ impl DestinationLoop {
         let Ok(assignment) = self.consumer.assignment() else {
             return;
         };
-        let done = if paused {
-            self.consumer.pause(&assignment)
-        } else {
-            self.consumer.resume(&assignment)
-        };
-        if done.is_ok() {
+        if self.pause_or_resume(&assignment, paused) {
             self.paused = paused;
             // Every partition was paused or resumed, those held for their share too.
             self.shares.release_all();
-            for element in assignment.elements() {
-                let key = PartitionKey {
-                    topic: Arc::from(element.topic()),
-                    partition: element.partition(),
-                };
-                if paused {
-                    self.app_paused.insert(key);
-                } else {
-                    self.app_paused.remove(&key);
-                }
-            }
-            let count = if paused { assignment.count() as i64 } else { 0 };
-            self.metrics
-                .paused_partitions
-                .with_label_values(&[&self.name])
-                .set(count);
+            self.report_paused(if paused { assignment.count() } else { 0 });
         }
     }
 
