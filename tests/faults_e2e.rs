@@ -51,6 +51,16 @@ fn seq_of(m: &kafka_sqs_bridge::stub::StoredMessage) -> u64 {
     parse_sample(&m.body).seq
 }
 
+/// Checks that `queue` holds each of `count` records once, in order per message group, and
+/// returns how many groups it holds.
+fn assert_each_once_in_order(stub: &SqsStub, queue: &str, count: usize) -> usize {
+    let messages = stub.messages(queue);
+    let ids: HashSet<String> = messages.iter().map(|m| parse_sample(&m.body).id).collect();
+    assert_eq!(ids.len(), count, "{queue}: records lost");
+    assert_eq!(messages.len(), count, "{queue}: duplicates");
+    assert_stub_ordered(&messages, seq_of)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_errors_resets_and_failed_entries_lose_and_reorder_nothing() {
     let services = Services::from_env();
@@ -76,15 +86,7 @@ async fn throttling_errors_resets_and_failed_entries_lose_and_reorder_nothing() 
     wait_for_depth(&stub, "q.fifo", 5_000, 3 * MINUTE, &bridge).await;
     wait_for_commits(&services, &format!("{group}.fifo"), &topic, 4, MINUTE);
 
-    let messages = stub.messages("q.fifo");
-    let ids: HashSet<String> = messages.iter().map(|m| parse_sample(&m.body).id).collect();
-    assert_eq!(
-        messages.len(),
-        5_000,
-        "the queue holds duplicates or misses records"
-    );
-    assert_eq!(ids.len(), 5_000);
-    assert_eq!(assert_stub_ordered(&messages, seq_of), 60);
+    assert_eq!(assert_each_once_in_order(&stub, "q.fifo", 5_000), 60);
 
     let stats = stub.stats();
     assert!(
@@ -475,11 +477,7 @@ async fn partitions_over_their_share_are_paused_and_resumed_and_nothing_is_lost(
     wait_for_depth(&stub, "q.fifo", 40_000, 2 * MINUTE, &bridge).await;
     wait_for_commits(&services, &format!("{group}.fifo"), &topic, 4, MINUTE);
 
-    let messages = stub.messages("q.fifo");
-    let ids: HashSet<String> = messages.iter().map(|m| parse_sample(&m.body).id).collect();
-    assert_eq!(messages.len(), 40_000, "the queue holds duplicates");
-    assert_eq!(ids.len(), 40_000);
-    assert_eq!(assert_stub_ordered(&messages, seq_of), 120);
+    assert_eq!(assert_each_once_in_order(&stub, "q.fifo", 40_000), 120);
 
     let scrape = http_get(port, "/metrics").expect("metrics").1;
     let share_pauses = metric(&scrape, "kafka_sqs_bridge_share_pauses_total", &[]);
@@ -559,11 +557,7 @@ async fn partitions_revoked_while_paused_are_resumed_when_assigned_back() {
 
     wait_for_depth(&stub, "q.fifo", 60_000, 2 * MINUTE, &first).await;
     wait_for_commits(&services, &format!("{group}.fifo"), &topic, 8, MINUTE);
-    let messages = stub.messages("q.fifo");
-    let ids: HashSet<String> = messages.iter().map(|m| parse_sample(&m.body).id).collect();
-    assert_eq!(ids.len(), 60_000, "records lost over the rebalances");
-    assert_eq!(messages.len(), 60_000, "duplicates in the FIFO queue");
-    assert_stub_ordered(&messages, seq_of);
+    assert_each_once_in_order(&stub, "q.fifo", 60_000);
     eprintln!("a held partition came back after {cycles} join and leave cycles");
     first.stop_cleanly();
 }
@@ -621,11 +615,7 @@ async fn instances_join_and_leave(protocol: &str) {
     wait_for_depth(&stub, "q.fifo", 6_000, 2 * MINUTE, &second).await;
     wait_for_commits(&services, &format!("{group}.fifo"), &topic, 6, MINUTE);
 
-    let messages = stub.messages("q.fifo");
-    let ids: HashSet<String> = messages.iter().map(|m| parse_sample(&m.body).id).collect();
-    assert_eq!(ids.len(), 6_000, "records lost over the rebalances");
-    assert_eq!(messages.len(), 6_000, "duplicates in the FIFO queue");
-    assert_stub_ordered(&messages, seq_of);
+    assert_each_once_in_order(&stub, "q.fifo", 6_000);
     // The first instance handed partitions over, and the second took some.
     assert!(
         first.log_text().contains("partitions revoked"),
