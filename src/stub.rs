@@ -1,9 +1,10 @@
 //! A fault-injecting SQS endpoint for tests and benchmarks. It speaks the JSON protocol as
 //! aws-sdk-sqs sends it, enforces SQS's limits (ten entries, 1 MiB per request, id and body
 //! character rules, attribute rules, FIFO group and deduplication ids) and FIFO deduplication,
-//! and on request throttles, fails requests, fails chosen entries inside a 200, adds delay and
-//! drops connections. Actions other than `SendMessage` and `SendMessageBatch` are answered
-//! with `AccessDenied` and recorded, as a least-privilege policy would.
+//! and on request throttles (at random, or above a request quota as SQS does), fails
+//! requests, fails chosen entries inside a 200, adds delay and drops connections. Actions
+//! other than `SendMessage` and `SendMessageBatch` are answered with `AccessDenied` and
+//! recorded, as a least-privilege policy would.
 //!
 //! It keeps what it accepted in memory, per queue, for the tests to read (a benchmark tells
 //! it to keep only counts); queues are created on first use. Out of process (`sqs-stub`
@@ -13,6 +14,7 @@
 mod faults;
 mod limits;
 mod queue;
+mod quota;
 mod server;
 mod tls;
 
@@ -50,12 +52,19 @@ pub struct Stats {
     pub access_keys: std::collections::BTreeSet<String>,
     /// TLS handshakes that did not complete, as when the client refused the certificate.
     pub tls_handshakes_failed: u64,
+    /// Requests throttled for the request quota.
+    pub over_quota: u64,
+    /// The most SQS requests in progress at once, delay included.
+    pub peak_concurrent_requests: u64,
 }
 
 #[derive(Default)]
 struct State {
     queues: std::collections::HashMap<String, queue::QueueState>,
     faults: Faults,
+    quota: quota::RequestQuota,
+    /// SQS requests in progress now.
+    concurrent_requests: u64,
     stats: Stats,
     /// Keep no messages, only count and deduplicate them.
     discard_messages: bool,

@@ -15,6 +15,9 @@ struct Args {
     /// Round-trip delay added to every request, in milliseconds.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
+    /// Requests a second taken before throttling, as SQS's quota of one queue would.
+    #[arg(long)]
+    request_quota_per_second: Option<u32>,
     /// Speak HTTPS with this PEM certificate chain, leaf first (needs --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_certificate: Option<PathBuf>,
@@ -38,6 +41,7 @@ async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let faults = Faults {
         delay_ms: args.delay_ms,
+        request_quota_per_second: args.request_quota_per_second,
         ..Faults::default()
     };
     let stub = match (&args.tls_certificate, &args.tls_key) {

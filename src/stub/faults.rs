@@ -19,6 +19,9 @@ pub struct Faults {
     pub reset_next: u32,
     /// Share of requests throttled, 0 to 1.
     pub throttle_rate: f64,
+    /// Requests a second the stub takes, its queues together, as SQS's quota of one queue
+    /// would (300 for a FIFO queue without high-throughput mode); the rest are throttled.
+    pub request_quota_per_second: Option<u32>,
     /// Share of requests that fail with HTTP 500, 0 to 1.
     pub fail_rate: f64,
     /// Share of connections closed without an answer, 0 to 1.

@@ -6,7 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -113,14 +113,26 @@ async fn handle(request: Request<Incoming>, state: Shared) -> Result<Reply, Drop
         .to_owned();
     let (fault, delay, lose_reply) = {
         let mut state = lock(&state);
+        state.concurrent_requests += 1;
+        state.stats.peak_concurrent_requests = state
+            .stats
+            .peak_concurrent_requests
+            .max(state.concurrent_requests);
         state.stats.requests += 1;
         state.stats.access_keys.extend(access_key);
         *state.stats.actions.entry(action.clone()).or_default() += 1;
         let delay = state.faults.delay();
-        let fault = state.faults.next_request(&mut || rand::random::<f64>());
+        let mut fault = state.faults.next_request(&mut || rand::random::<f64>());
+        if let Some(per_second) = state.faults.request_quota_per_second {
+            if fault == RequestFault::None && !state.quota.admit(per_second, Instant::now()) {
+                state.stats.over_quota += 1;
+                fault = RequestFault::Throttle;
+            }
+        }
         let lose_reply = rand::random::<f64>() < state.faults.lose_reply_rate;
         (fault, delay, lose_reply)
     };
+    let _in_progress = InProgress(Arc::clone(&state));
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -164,6 +176,15 @@ async fn handle(request: Request<Incoming>, state: Shared) -> Result<Reply, Drop
         Err(DropConnection)
     } else {
         Ok(reply)
+    }
+}
+
+/// Ends an SQS request's count in progress (begun when it was counted), however it ends.
+struct InProgress(Shared);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        lock(&self.0).concurrent_requests -= 1;
     }
 }
 
