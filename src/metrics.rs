@@ -47,6 +47,7 @@ pub struct Metrics {
     pub batch_bytes: HistogramVec,
     pub end_to_end_latency: HistogramVec,
     pub in_flight_batches: IntGaugeVec,
+    pub in_flight_limit: IntGaugeVec,
     pub buffered_bytes: IntGaugeVec,
     pub paused_partitions: IntGaugeVec,
     pub backpressure_pauses: IntCounterVec,
@@ -187,6 +188,11 @@ impl Metrics {
                 latency_buckets(),
             ),
             in_flight_batches: gauge("in_flight_batches", "Batches sent and not yet settled", d),
+            in_flight_limit: gauge(
+                "in_flight_limit",
+                "Batches that may be in flight: widened while full, halved on throttling",
+                d,
+            ),
             buffered_bytes: gauge(
                 "buffered_bytes",
                 "Bytes of records read and not yet settled",

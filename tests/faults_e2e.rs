@@ -562,6 +562,97 @@ async fn partitions_revoked_while_paused_are_resumed_when_assigned_back() {
     first.stop_cleanly();
 }
 
+/// With a 20 ms round trip, 16 batches in flight carry 8,000 records a second. Nothing
+/// throttles here, so the window widens past its start of 16, and stops at its ceiling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_flight_window_widens_to_hide_a_slow_round_trip() {
+    let services = Services::from_env();
+    let topic = unique("window");
+    create_topic(&services, &topic, 4).await;
+    let faults = Faults {
+        delay_ms: 20,
+        ..Faults::default()
+    };
+    let stub = SqsStub::start("127.0.0.1:0", faults).await.unwrap();
+    produce(
+        &producer(&services),
+        &topic,
+        &sensor_records(20_000, 400, 2),
+    )
+    .await;
+    let group = unique("window");
+    let port = free_port();
+    let config = base_config_on(&services, &group, &topic, port)
+        + &fast_retry_destination(
+            "fifo",
+            &stub,
+            "q.fifo",
+            "[destinations.batch]\nmax_in_flight = 32\n",
+        );
+    let mut bridge = Bridge::start(&config, "window");
+    wait_for_depth(&stub, "q.fifo", 20_000, 2 * MINUTE, &bridge).await;
+    wait_for_commits(&services, &format!("{group}.fifo"), &topic, 4, MINUTE);
+
+    assert_eq!(assert_each_once_in_order(&stub, "q.fifo", 20_000), 400);
+    let stats = stub.stats();
+    assert!(
+        stats.peak_concurrent_requests > 16,
+        "at most {} requests were in flight at once",
+        stats.peak_concurrent_requests
+    );
+    assert!(
+        stats.peak_concurrent_requests <= 32,
+        "{} requests in flight, over the ceiling of 32",
+        stats.peak_concurrent_requests
+    );
+    let scrape = http_get(port, "/metrics").expect("metrics").1;
+    let limit = metric(&scrape, "kafka_sqs_bridge_in_flight_limit", &[]);
+    assert!(limit > 16.0, "the window stayed at {limit}");
+    eprintln!(
+        "window {limit}, peak requests in flight {}",
+        stats.peak_concurrent_requests
+    );
+    bridge.stop_cleanly();
+}
+
+/// A queue that takes 100 requests a second, as SQS throttles above its quota: the bridge
+/// halves its window when throttled, ending below its start of 16, and delivers every
+/// record once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_narrows_the_in_flight_window_and_loses_nothing() {
+    let services = Services::from_env();
+    let topic = unique("quota");
+    create_topic(&services, &topic, 4).await;
+    let faults = Faults {
+        delay_ms: 20,
+        request_quota_per_second: Some(100),
+        ..Faults::default()
+    };
+    let stub = SqsStub::start("127.0.0.1:0", faults).await.unwrap();
+    produce(&producer(&services), &topic, &sensor_records(6_000, 200, 2)).await;
+    let group = unique("quota");
+    let port = free_port();
+    let config = base_config_on(&services, &group, &topic, port)
+        + &fast_retry_destination("fifo", &stub, "q.fifo", "");
+    let mut bridge = Bridge::start(&config, "quota");
+    wait_for_depth(&stub, "q.fifo", 6_000, 2 * MINUTE, &bridge).await;
+    wait_for_commits(&services, &format!("{group}.fifo"), &topic, 4, MINUTE);
+
+    assert_eq!(assert_each_once_in_order(&stub, "q.fifo", 6_000), 200);
+    let stats = stub.stats();
+    assert!(stats.over_quota > 0, "the quota never throttled: {stats:?}");
+    let scrape = http_get(port, "/metrics").expect("metrics").1;
+    let limit = metric(&scrape, "kafka_sqs_bridge_in_flight_limit", &[]);
+    assert!(limit < 16.0, "throttled, yet the window is {limit}");
+    let throttled = metric(&scrape, "kafka_sqs_bridge_sqs_throttled_requests_total", &[]);
+    assert!(throttled > 0.0, "the bridge counted no throttling");
+    eprintln!(
+        "window {limit}; {} of {} requests over the quota",
+        stats.over_quota, stats.requests
+    );
+    bridge.stop_cleanly();
+}
+
 /// Instances join and leave while records flow; with `protocol` "classic" the bridge's
 /// cooperative-sticky assignment is used, with "consumer" the broker-driven KIP-848 one.
 async fn instances_join_and_leave(protocol: &str) {

@@ -3,7 +3,7 @@
 //! message groups stay reserved the whole time, so nothing of theirs can overtake a retry.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, error, trace, warn};
 
@@ -58,6 +58,10 @@ pub struct Settled {
     /// The bytes each entry held against the budget, by partition.
     pub buffered: Vec<(PartitionKey, usize)>,
     pub halt: Option<Halt>,
+    /// When the batch was first sent; none for a record settled without one.
+    pub sent_at: Option<Instant>,
+    /// SQS throttled one of the batch's requests.
+    pub throttled: bool,
 }
 
 impl Delivery {
@@ -70,6 +74,8 @@ impl Delivery {
             .collect();
         self.progress
             .start_sending(batch.entries.iter().map(|q| &q.token.ticket));
+        let sent_at = Instant::now();
+        let mut throttled = false;
         let mut pending: Vec<Queued<Token>> = batch.entries;
         let mut one_per_request = false;
         let mut transient_failures = 0u32;
@@ -81,8 +87,12 @@ impl Delivery {
             let rest = pending.split_off(take);
             let attempt = pending;
             let (mut retry, undeliverable, wait) = match self.send(&attempt).await {
-                Ok(reply) => self.settle_reply(attempt, reply),
+                Ok(reply) => {
+                    throttled |= reply.failed.iter().any(|f| is_throttling(&f.code));
+                    self.settle_reply(attempt, reply)
+                }
                 Err(failure) => {
+                    throttled |= is_throttling(&failure.code);
                     let class = failure.class;
                     let (retry, undeliverable) =
                         self.settle_failure(attempt, &failure, &mut one_per_request);
@@ -127,6 +137,8 @@ impl Delivery {
             groups: batch.groups,
             buffered,
             halt,
+            sent_at: Some(sent_at),
+            throttled,
         }
     }
 

@@ -35,6 +35,7 @@ use crate::message::{Mapping, MessageMapper};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sqs::client::{ClientSettings, build_client};
+use crate::sqs::in_flight_limit::{Change, InFlightLimit, Returned};
 use crate::sqs::retry::Backoff;
 use crate::sqs::scheduler::{BatchLimits, Scheduler};
 use crate::sqs::send::BatchSender;
@@ -67,7 +68,7 @@ struct DestinationLoop {
     mapper: MessageMapper,
     scheduler: Scheduler<Token>,
     in_flight: JoinSet<Settled>,
-    max_in_flight: usize,
+    in_flight_limit: InFlightLimit,
     topics: TopicNames,
     /// The received counter of each topic seen.
     received: Vec<(Arc<str>, IntCounter)>,
@@ -162,6 +163,11 @@ impl DestinationLoop {
             Duration::from_millis(d.batch.linger_ms),
             d.batch.strict_order,
         );
+        let in_flight_limit = InFlightLimit::new(d.batch.max_in_flight);
+        metrics
+            .in_flight_limit
+            .with_label_values(&[&name])
+            .set(in_flight_limit.get() as i64);
         info!(
             destination = %name,
             queue = d.queue_url.as_str(),
@@ -175,7 +181,7 @@ impl DestinationLoop {
             mapper: MessageMapper::new(d),
             scheduler,
             in_flight: JoinSet::new(),
-            max_in_flight: d.batch.max_in_flight,
+            in_flight_limit,
             topics: TopicNames::default(),
             received: Vec::new(),
             buffered: 0,
@@ -208,7 +214,7 @@ impl DestinationLoop {
             self.dispatch(false);
             // With no room in flight a lingered batch cannot go anyway: arming the timer
             // then would only spin the loop.
-            let room = self.in_flight.len() < self.max_in_flight;
+            let room = self.has_room();
             let linger = if room {
                 self.scheduler.deadline().map(Instant::from_std)
             } else {
@@ -285,12 +291,16 @@ impl DestinationLoop {
 
     /// Settles a finished batch and every other one that has finished by now.
     fn settled_burst(&mut self, first: Result<Settled, tokio::task::JoinError>) -> Option<Halt> {
-        let mut halt = self.settled(first);
+        // The first batch no longer counts in flight: the window was full if it was before.
+        // The others of the burst came back together with it.
+        let window_full = self.in_flight.len() + 1 >= self.in_flight_limit.get()
+            && self.scheduler.has_due(std::time::Instant::now());
+        let mut halt = self.settled(first, window_full);
         while halt.is_none() {
             let Some(joined) = self.in_flight.try_join_next() else {
                 break;
             };
-            halt = self.settled(joined);
+            halt = self.settled(joined, window_full);
         }
         halt
     }
@@ -381,9 +391,9 @@ impl DestinationLoop {
                         Err(halt) => Some(halt),
                     };
                     Settled {
-                        groups: Vec::new(),
                         buffered: freed,
                         halt,
+                        ..Settled::default()
                     }
                 });
                 None
@@ -407,7 +417,7 @@ impl DestinationLoop {
 
     /// Starts batches while there is room in flight.
     fn dispatch(&mut self, flush: bool) {
-        while self.in_flight.len() < self.max_in_flight {
+        while self.has_room() {
             let Some(batch) = self.scheduler.take(std::time::Instant::now(), flush) else {
                 break;
             };
@@ -416,18 +426,49 @@ impl DestinationLoop {
         }
     }
 
-    fn settled(&mut self, joined: Result<Settled, tokio::task::JoinError>) -> Option<Halt> {
+    /// Settles a finished batch; `window_full` tells whether the window held others back.
+    fn settled(
+        &mut self,
+        joined: Result<Settled, tokio::task::JoinError>,
+        window_full: bool,
+    ) -> Option<Halt> {
         let settled = match joined {
             Ok(settled) => settled,
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             Err(_) => return None,
         };
+        if let Some(sent_at) = settled.sent_at {
+            self.adapt_window(Returned {
+                sent_at,
+                throttled: settled.throttled,
+                window_full,
+            });
+        }
         self.scheduler.release(&settled.groups);
         for (key, bytes) in &settled.buffered {
             self.buffered = self.buffered.saturating_sub(*bytes);
             self.shares.remove(key, *bytes);
         }
         settled.halt
+    }
+
+    fn has_room(&self) -> bool {
+        self.in_flight.len() < self.in_flight_limit.get()
+    }
+
+    /// Widens or cuts the window in flight by what a batch's return tells of the queue.
+    fn adapt_window(&mut self, returned: Returned) {
+        let Some(change) = self.in_flight_limit.returned(returned) else {
+            return;
+        };
+        let limit = self.in_flight_limit.get();
+        if change == Change::Cut {
+            debug!(destination = %self.name, limit, "SQS throttled: fewer batches in flight");
+        }
+        self.metrics
+            .in_flight_limit
+            .with_label_values(&[&self.name])
+            .set(limit as i64);
     }
 
     /// Commits the watermarks that advanced.
@@ -564,7 +605,7 @@ impl DestinationLoop {
     /// True when there is room in flight but the queued records cannot fill a batch: their
     /// message groups are in flight.
     fn short_of_groups(&self) -> bool {
-        self.in_flight.len() < self.max_in_flight && !self.scheduler.can_fill()
+        self.has_room() && !self.scheduler.can_fill()
     }
 
     /// Pauses or resumes one partition; true when librdkafka did.
@@ -651,7 +692,7 @@ impl DestinationLoop {
                 break;
             }
             tokio::select! {
-                joined = self.in_flight.join_next() => if let Some(joined) = joined { let _ = self.settled(joined); },
+                joined = self.in_flight.join_next() => if let Some(joined) = joined { let _ = self.settled(joined, false); },
                 _ = tokio::time::sleep_until(deadline) => {
                     warn!(destination = %self.name, abandoned = self.in_flight.len(), "drain timeout reached; unacknowledged records will be read again");
                     self.in_flight.abort_all();

@@ -211,6 +211,11 @@ impl<T> Scheduler<T> {
         removed
     }
 
+    /// True when a batch could be taken now without a flush: one is full, or lingered.
+    pub fn has_due(&self, now: Instant) -> bool {
+        self.can_fill() || self.deadline().is_some_and(|deadline| deadline <= now)
+    }
+
     /// True when the messages ready now would fill a batch.
     pub fn can_fill(&self) -> bool {
         let mut entries = 0;
