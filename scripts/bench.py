@@ -60,7 +60,8 @@ class Scenario:
     keys: int = 1000
     partitions: int = 12
     linger_ms: int = 20
-    max_in_flight: int = 16
+    max_in_flight: int = 128  # the bridge's default ceiling
+    quota_per_s: int = 0  # the stub throttles requests above this rate; 0: no quota
     max_buffered_bytes: int = 16 * MIB  # the bridge's default
     kafka_properties: dict = field(default_factory=dict)  # librdkafka, as [kafka.properties]
 
@@ -74,10 +75,12 @@ def scenarios(quick):
     items = [
         Scenario("backlog-256B-0ms", "backlog", count=backlog),
         Scenario("backlog-256B-20ms", "backlog", delay_ms=20, count=backlog),
-        # 16 batches in flight cap a 20 ms queue at 16 * 10 / 0.020 = 8,000 rec/s;
-        # this variant shows what the bridge does when in-flight is not the limit.
-        Scenario("backlog-256B-20ms-inflight128", "backlog", delay_ms=20, count=backlog,
-                 max_in_flight=128),
+        # A fixed window of 16, the bridge's start: 16 * 10 / 0.020 = 8,000 rec/s at most.
+        Scenario("backlog-256B-20ms-inflight16", "backlog", delay_ms=20, count=backlog,
+                 max_in_flight=16),
+        # A FIFO queue without high-throughput mode: 300 requests a second, then throttled.
+        Scenario("backlog-256B-20ms-quota300", "backlog", delay_ms=20, count=backlog // 4,
+                 quota_per_s=300),
         # The byte budget trades memory for batch fill: what a smaller and a larger one do.
         Scenario("backlog-256B-0ms-8MiB-budget", "backlog", count=backlog,
                  max_buffered_bytes=8 * MIB),
@@ -297,12 +300,14 @@ class StubSink:
 
     poll_s = POLL_S
 
-    def __init__(self, procs, binary, delay_ms, log_dir):
+    def __init__(self, procs, binary, delay_ms, quota_per_s, log_dir):
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.queue_url = f"{self.endpoint}/000000000000/bench.fifo"
         argv = [binary, "--listen", f"127.0.0.1:{self.port}", "--delay-ms", str(delay_ms),
                 "--discard-messages"]
+        if quota_per_s:
+            argv += ["--request-quota-per-second", str(quota_per_s)]
         self.proc = procs.start(argv, os.path.join(log_dir, "stub.log"))
         self.pid = self.proc.pid
         wait_until("the sqs-stub to listen", 15, self._answers,
@@ -566,6 +571,8 @@ def request_figures(metrics, delivered, earlier=None):
         "batches": int(batches),
         "sqs_requests": {o: int(diff("kafka_sqs_bridge_sqs_requests_total", outcome=o))
                          for o in ("ok", "partial", "transient", "request", "destination")},
+        "throttled": int(diff("kafka_sqs_bridge_sqs_throttled_requests_total")),
+        "in_flight_limit_at_end": int(metric_sum(metrics, "kafka_sqs_bridge_in_flight_limit")),
     }
 
 
@@ -825,7 +832,8 @@ class Context:
             if scenario.sink == "localstack":
                 localstack_sink = LocalStackSink(f"bench-{self.run_id}-{scenario.name}.fifo")
                 return localstack_sink
-            return StubSink(self.procs, self.stub_bin, scenario.delay_ms, log_dir)
+            return StubSink(self.procs, self.stub_bin, scenario.delay_ms,
+                            scenario.quota_per_s, log_dir)
 
         runner = run_backlog if scenario.kind == "backlog" else run_steady
         quiet = wait_for_quiet(self.quiet_wait_s)
