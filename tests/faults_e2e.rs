@@ -644,7 +644,11 @@ async fn throttling_narrows_the_in_flight_window_and_loses_nothing() {
     let scrape = http_get(port, "/metrics").expect("metrics").1;
     let limit = metric(&scrape, "kafka_sqs_bridge_in_flight_limit", &[]);
     assert!(limit < 16.0, "throttled, yet the window is {limit}");
-    let throttled = metric(&scrape, "kafka_sqs_bridge_sqs_throttled_requests_total", &[]);
+    let throttled = metric(
+        &scrape,
+        "kafka_sqs_bridge_sqs_throttled_requests_total",
+        &[],
+    );
     assert!(throttled > 0.0, "the bridge counted no throttling");
     eprintln!(
         "window {limit}; {} of {} requests over the quota",
