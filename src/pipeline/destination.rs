@@ -1,8 +1,9 @@
 //! One destination's loop. It owns the consumer and the scheduler: it reads records, maps the
-//! ones its filter selects, queues them by message group, starts batches while there is room
-//! in flight, commits the watermark, and stops reading while too many bytes are waiting
-//! (pausing its partitions when that lasts, and at once a partition that holds more than
-//! its share). Batches run as their own tasks and settle their records in [`Progress`].
+//! ones its filter selects, queues them by message group, starts batches while the in-flight
+//! window has room (and widens or cuts it as batches come back), commits the watermark, and
+//! stops reading while too many bytes are waiting (pausing its partitions when that lasts,
+//! and at once a partition that holds more than its share). Batches run as their own tasks
+//! and settle their records in [`Progress`].
 //!
 //! On shutdown it stops reading, sends what is queued, waits for the batches in flight up to
 //! the drain timeout, commits, and leaves the consumer group.

@@ -144,7 +144,7 @@ impl<T> Scheduler<T> {
 
     /// The next batch to send, if one is due: full, lingered long enough, or `flush`.
     pub fn take(&mut self, now: Instant, flush: bool) -> Option<Batch<T>> {
-        let due = flush || self.can_fill() || self.deadline().is_some_and(|d| d <= now);
+        let due = flush || self.has_due(now);
         if due { self.build() } else { None }
     }
 

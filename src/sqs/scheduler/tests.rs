@@ -33,6 +33,8 @@ fn full_batch_goes_at_once_and_partial_waits_for_linger() {
         s.take(now, false).is_none(),
         "two of three entries: not full yet"
     );
+    assert!(!s.has_due(now));
+    assert!(s.has_due(now + Duration::from_millis(20)));
     assert_eq!(s.deadline(), Some(now + Duration::from_millis(20)));
     assert_eq!(
         tokens(&s.take(now + Duration::from_millis(20), false).unwrap()),
@@ -43,6 +45,7 @@ fn full_batch_goes_at_once_and_partial_waits_for_linger() {
         s.push(Some("c"), message("c", 1), 10 + i, now);
     }
     s.release(&[Arc::from("a"), Arc::from("b")]);
+    assert!(s.has_due(now), "a full batch is due at once");
     assert_eq!(tokens(&s.take(now, false).unwrap()), vec![10, 11, 12]);
 }
 
