@@ -14,6 +14,7 @@ use crate::message::Unsendable;
 use crate::metrics::{DestinationSeries, Metrics};
 use crate::record::Record;
 use crate::sqs::errors::{FailureClass, is_throttling};
+use crate::sqs::in_flight_limit::ThrottleSignal;
 use crate::sqs::retry::Backoff;
 use crate::sqs::scheduler::{Batch, Queued};
 use crate::sqs::send::{BatchReply, BatchSender, RequestFailure};
@@ -47,6 +48,8 @@ pub struct Delivery {
     pub metrics: Arc<Metrics>,
     pub series: DestinationSeries,
     pub health: Arc<DestinationHealth>,
+    /// Raised when SQS throttles a request, for the loop to narrow its window at once.
+    pub throttles: ThrottleSignal,
     pub transient_backoff: Backoff,
     pub destination_backoff: Backoff,
 }
@@ -60,8 +63,6 @@ pub struct Settled {
     pub halt: Option<Halt>,
     /// When the batch was first sent; none for a record settled without one.
     pub sent_at: Option<Instant>,
-    /// SQS throttled one of the batch's requests.
-    pub throttled: bool,
 }
 
 impl Delivery {
@@ -75,7 +76,6 @@ impl Delivery {
         self.progress
             .start_sending(batch.entries.iter().map(|q| &q.token.ticket));
         let sent_at = Instant::now();
-        let mut throttled = false;
         let mut pending: Vec<Queued<Token>> = batch.entries;
         let mut one_per_request = false;
         let mut transient_failures = 0u32;
@@ -86,13 +86,18 @@ impl Delivery {
             let take = if one_per_request { 1 } else { pending.len() };
             let rest = pending.split_off(take);
             let attempt = pending;
+            let attempt_sent_at = Instant::now();
             let (mut retry, undeliverable, wait) = match self.send(&attempt).await {
                 Ok(reply) => {
-                    throttled |= reply.failed.iter().any(|f| is_throttling(&f.code));
+                    if reply.failed.iter().any(|f| is_throttling(&f.code)) {
+                        self.throttles.raise(attempt_sent_at);
+                    }
                     self.settle_reply(attempt, reply)
                 }
                 Err(failure) => {
-                    throttled |= is_throttling(&failure.code);
+                    if is_throttling(&failure.code) {
+                        self.throttles.raise(attempt_sent_at);
+                    }
                     let class = failure.class;
                     let (retry, undeliverable) =
                         self.settle_failure(attempt, &failure, &mut one_per_request);
@@ -138,7 +143,6 @@ impl Delivery {
             buffered,
             halt,
             sent_at: Some(sent_at),
-            throttled,
         }
     }
 

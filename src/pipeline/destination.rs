@@ -36,7 +36,7 @@ use crate::message::{Mapping, MessageMapper};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sqs::client::{ClientSettings, build_client};
-use crate::sqs::in_flight_limit::{Change, InFlightLimit, Returned};
+use crate::sqs::in_flight_limit::{Change, InFlightLimit, ThrottleSignal};
 use crate::sqs::retry::Backoff;
 use crate::sqs::scheduler::{BatchLimits, Scheduler};
 use crate::sqs::send::BatchSender;
@@ -146,6 +146,7 @@ impl DestinationLoop {
             series: metrics.destination_series(&name),
             metrics: Arc::clone(&metrics),
             health: Arc::clone(&health),
+            throttles: ThrottleSignal::default(),
             transient_backoff: Backoff {
                 initial: Duration::from_millis(d.delivery.retry_initial_ms),
                 cap: Duration::from_millis(d.delivery.retry_max_ms),
@@ -418,6 +419,7 @@ impl DestinationLoop {
 
     /// Starts batches while there is room in flight.
     fn dispatch(&mut self, flush: bool) {
+        self.follow_throttles();
         while self.has_room() {
             let Some(batch) = self.scheduler.take(std::time::Instant::now(), flush) else {
                 break;
@@ -439,11 +441,8 @@ impl DestinationLoop {
             Err(_) => return None,
         };
         if let Some(sent_at) = settled.sent_at {
-            self.adapt_window(Returned {
-                sent_at,
-                throttled: settled.throttled,
-                window_full,
-            });
+            let change = self.in_flight_limit.returned(sent_at, window_full);
+            self.window_moved(change);
         }
         self.scheduler.release(&settled.groups);
         for (key, bytes) in &settled.buffered {
@@ -457,9 +456,17 @@ impl DestinationLoop {
         self.in_flight.len() < self.in_flight_limit.get()
     }
 
-    /// Widens or cuts the window in flight by what a batch's return tells of the queue.
-    fn adapt_window(&mut self, returned: Returned) {
-        let Some(change) = self.in_flight_limit.returned(returned) else {
+    /// Narrows the window for the throttles SQS answered since the last look.
+    fn follow_throttles(&mut self) {
+        if let Some(sent_at) = self.delivery.throttles.take() {
+            let change = self.in_flight_limit.throttled(sent_at);
+            self.window_moved(change);
+        }
+    }
+
+    /// Logs a cut, and shows the window's new size.
+    fn window_moved(&self, change: Option<Change>) {
+        let Some(change) = change else {
             return;
         };
         let limit = self.in_flight_limit.get();

@@ -6,25 +6,20 @@
 //! The window starts at [`INITIAL`]. While it is what holds batches back (it was full when a
 //! batch came back, and another was due), each such return widens it by one, which doubles
 //! it every round trip, until SQS first throttles; after that it widens by one per window's
-//! worth of returns, about one per round trip. A throttled batch halves it, at most once per
-//! round trip: batches that were sent before the last cut were sent under the old window and
-//! say nothing new. It never leaves `1..=ceiling`.
+//! worth of returns, about one per round trip. A throttled request halves it as soon as its
+//! answer comes, not when its batch is done retrying, and at most once per round trip:
+//! requests and batches sent before the last cut were sent under the old window and say
+//! nothing new. It never leaves `1..=ceiling`.
+//!
+//! "Full" is judged by the loop, which counts a batch in flight until it has taken in its
+//! end: when the loop itself is slow (a CPU-bound backlog at a 0 ms round trip), the window
+//! widens too, though SQS was not the limit.
 
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// The window a queue starts with.
 pub const INITIAL: usize = 16;
-
-/// What a batch's return tells the window.
-#[derive(Clone, Copy, Debug)]
-pub struct Returned {
-    /// When the batch was first sent.
-    pub sent_at: Instant,
-    /// SQS throttled one of its requests.
-    pub throttled: bool,
-    /// The window was full when it returned, and another batch was due.
-    pub window_full: bool,
-}
 
 /// The window of one queue.
 #[derive(Debug)]
@@ -39,7 +34,7 @@ pub struct InFlightLimit {
     cut_at: Option<Instant>,
 }
 
-/// How a return moved the window.
+/// How the window moved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
     Widened,
@@ -64,12 +59,10 @@ impl InFlightLimit {
         self.limit
     }
 
-    /// Takes in one batch's return; says how the window moved, if it did.
-    pub fn returned(&mut self, batch: Returned) -> Option<Change> {
-        if batch.throttled {
-            return self.cut(batch.sent_at);
-        }
-        if !batch.window_full || self.limit >= self.ceiling {
+    /// Takes in the end of a batch first sent at `sent_at`; `window_full` says the window was
+    /// full when it ended and another batch was due.
+    pub fn returned(&mut self, sent_at: Instant, window_full: bool) -> Option<Change> {
+        if !window_full || self.limit >= self.ceiling || self.sent_before_cut(sent_at) {
             return None;
         }
         if !self.slow_start {
@@ -83,8 +76,9 @@ impl InFlightLimit {
         Some(Change::Widened)
     }
 
-    fn cut(&mut self, sent_at: Instant) -> Option<Change> {
-        if self.cut_at.is_some_and(|cut_at| sent_at < cut_at) {
+    /// Takes in a throttled request sent at `sent_at`.
+    pub fn throttled(&mut self, sent_at: Instant) -> Option<Change> {
+        if self.sent_before_cut(sent_at) {
             return None;
         }
         self.cut_at = Some(Instant::now());
@@ -95,6 +89,26 @@ impl InFlightLimit {
         self.limit = halved;
         changed.then_some(Change::Cut)
     }
+
+    fn sent_before_cut(&self, sent_at: Instant) -> bool {
+        self.cut_at.is_some_and(|cut_at| sent_at < cut_at)
+    }
+}
+
+/// The send time of the latest throttled request of a queue's batches, raised by them as the
+/// answer comes and taken by the loop before it starts more.
+#[derive(Debug, Default)]
+pub struct ThrottleSignal(Mutex<Option<Instant>>);
+
+impl ThrottleSignal {
+    pub fn raise(&self, sent_at: Instant) {
+        let mut latest = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *latest = Some(latest.map_or(sent_at, |seen| seen.max(sent_at)));
+    }
+
+    pub fn take(&self) -> Option<Instant> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 #[cfg(test)]
@@ -103,27 +117,17 @@ mod tests {
 
     use super::*;
 
-    fn full(sent_at: Instant) -> Returned {
-        Returned {
-            sent_at,
-            throttled: false,
-            window_full: true,
-        }
-    }
-
-    fn throttled(sent_at: Instant) -> Returned {
-        Returned {
-            sent_at,
-            throttled: true,
-            window_full: true,
-        }
-    }
-
-    /// Returns `n` batches sent now with the window full.
+    /// Ends `n` batches sent now with the window full.
     fn full_returns(limit: &mut InFlightLimit, n: usize) {
         for _ in 0..n {
-            limit.returned(full(Instant::now()));
+            limit.returned(Instant::now(), true);
         }
+    }
+
+    /// A moment strictly after every earlier one, so that it is after the last cut.
+    fn later() -> Instant {
+        std::thread::sleep(Duration::from_millis(1));
+        Instant::now()
     }
 
     #[test]
@@ -140,19 +144,14 @@ mod tests {
         assert_eq!(limit.get(), 2 * INITIAL, "one window of returns doubles it");
         full_returns(&mut limit, 1_000);
         assert_eq!(limit.get(), 100);
-        assert_eq!(limit.returned(full(Instant::now())), None);
+        assert_eq!(limit.returned(Instant::now(), true), None);
     }
 
     #[test]
     fn a_window_that_is_not_full_does_not_grow() {
         let mut limit = InFlightLimit::new(128);
         for _ in 0..1_000 {
-            let change = limit.returned(Returned {
-                sent_at: Instant::now(),
-                throttled: false,
-                window_full: false,
-            });
-            assert_eq!(change, None);
+            assert_eq!(limit.returned(Instant::now(), false), None);
         }
         assert_eq!(limit.get(), INITIAL);
     }
@@ -162,37 +161,39 @@ mod tests {
         let mut limit = InFlightLimit::new(128);
         full_returns(&mut limit, 48);
         assert_eq!(limit.get(), 64);
-        assert_eq!(limit.returned(throttled(Instant::now())), Some(Change::Cut));
+        assert_eq!(limit.throttled(Instant::now()), Some(Change::Cut));
         assert_eq!(limit.get(), 32);
 
-        full_returns(&mut limit, 31);
+        let after_cut = later();
+        for _ in 0..31 {
+            limit.returned(after_cut, true);
+        }
         assert_eq!(
             limit.get(),
             32,
             "a step needs a whole window of full returns"
         );
-        assert_eq!(limit.returned(full(Instant::now())), Some(Change::Widened));
+        assert_eq!(limit.returned(after_cut, true), Some(Change::Widened));
         assert_eq!(limit.get(), 33);
     }
 
     #[test]
-    fn batches_sent_before_a_cut_do_not_cut_again() {
+    fn what_was_sent_before_a_cut_neither_cuts_again_nor_widens() {
         let mut limit = InFlightLimit::new(128);
         let before = Instant::now();
-        std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(limit.returned(throttled(before)), Some(Change::Cut));
+        assert_eq!(limit.throttled(later()), Some(Change::Cut));
         assert_eq!(limit.get(), INITIAL / 2);
-        for _ in 0..10 {
-            assert_eq!(limit.returned(throttled(before)), None);
+        for _ in 0..100 {
+            assert_eq!(limit.throttled(before), None);
+            assert_eq!(limit.returned(before, true), None);
         }
         assert_eq!(
             limit.get(),
             INITIAL / 2,
-            "one round trip's throttles cut once"
+            "one round trip's news moves it once"
         );
 
-        std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(limit.returned(throttled(Instant::now())), Some(Change::Cut));
+        assert_eq!(limit.throttled(later()), Some(Change::Cut));
         assert_eq!(limit.get(), INITIAL / 4);
     }
 
@@ -200,15 +201,26 @@ mod tests {
     fn never_cut_below_one_batch() {
         let mut limit = InFlightLimit::new(128);
         for _ in 0..10 {
-            std::thread::sleep(Duration::from_millis(1));
-            limit.returned(throttled(Instant::now()));
+            limit.throttled(later());
         }
         assert_eq!(limit.get(), 1);
-        full_returns(&mut limit, 1);
+        assert_eq!(limit.returned(later(), true), Some(Change::Widened));
         assert_eq!(
             limit.get(),
             2,
             "a window of one grows with each full return"
         );
+    }
+
+    #[test]
+    fn the_signal_keeps_the_latest_throttle_until_taken() {
+        let signal = ThrottleSignal::default();
+        assert_eq!(signal.take(), None);
+        let first = Instant::now();
+        let second = later();
+        signal.raise(second);
+        signal.raise(first);
+        assert_eq!(signal.take(), Some(second));
+        assert_eq!(signal.take(), None);
     }
 }
