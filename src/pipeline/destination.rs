@@ -356,8 +356,7 @@ impl DestinationLoop {
                     buffered,
                     record: keep_record.then(|| Box::new(record)),
                 };
-                self.buffered += buffered;
-                self.shares.add(&token.ticket.key, buffered);
+                self.hold_bytes(&token.ticket.key, buffered);
                 self.scheduler
                     .push(group.as_deref(), message, token, std::time::Instant::now());
                 None
@@ -376,8 +375,7 @@ impl DestinationLoop {
                 // the loop; it holds no message group.
                 let delivery = Arc::clone(&self.delivery);
                 let buffered = record.buffered_bytes();
-                self.buffered += buffered;
-                self.shares.add(&ticket.key, buffered);
+                self.hold_bytes(&ticket.key, buffered);
                 let freed = vec![(ticket.key.clone(), buffered)];
                 self.in_flight.spawn(async move {
                     let coordinates = record.coordinates();
@@ -446,10 +444,20 @@ impl DestinationLoop {
         }
         self.scheduler.release(&settled.groups);
         for (key, bytes) in &settled.buffered {
-            self.buffered = self.buffered.saturating_sub(*bytes);
-            self.shares.remove(key, *bytes);
+            self.free_bytes(key, *bytes);
         }
         settled.halt
+    }
+
+    /// Counts `bytes` of a record of `key` against the budget and the partition's share.
+    fn hold_bytes(&mut self, key: &PartitionKey, bytes: usize) {
+        self.buffered += bytes;
+        self.shares.add(key, bytes);
+    }
+
+    fn free_bytes(&mut self, key: &PartitionKey, bytes: usize) {
+        self.buffered = self.buffered.saturating_sub(bytes);
+        self.shares.remove(key, bytes);
     }
 
     fn has_room(&self) -> bool {
@@ -505,14 +513,12 @@ impl DestinationLoop {
             return;
         }
         self.seen_generation = generation;
-        let progress = &self.progress;
+        let progress = Arc::clone(&self.progress);
         let dropped = self
             .scheduler
             .remove_where(|token| !progress.is_current(&token.ticket));
         for queued in &dropped {
-            let token = &queued.token;
-            self.buffered = self.buffered.saturating_sub(token.buffered);
-            self.shares.remove(&token.ticket.key, token.buffered);
+            self.free_bytes(&queued.token.ticket.key, queued.token.buffered);
         }
         let owned = progress.owned();
         self.shares.retain(&owned);
