@@ -61,6 +61,44 @@ fn assert_each_once_in_order(stub: &SqsStub, queue: &str, count: usize) -> usize
     assert_stub_ordered(&messages, seq_of)
 }
 
+/// A bridge that has drained `records` of `devices` sensors, from a fresh 4-partition topic
+/// into the FIFO queue `q.fifo` of a stub with `faults`, committed them, and put each once
+/// and in order per device in the queue.
+struct Drained {
+    stub: SqsStub,
+    bridge: Bridge,
+    /// The bridge's admin port, for its metrics.
+    port: u16,
+}
+
+async fn drain_into_stub(
+    name: &str,
+    faults: Faults,
+    records: usize,
+    devices: usize,
+    extra: &str,
+) -> Drained {
+    let services = Services::from_env();
+    let topic = unique(name);
+    create_topic(&services, &topic, 4).await;
+    let stub = SqsStub::start("127.0.0.1:0", faults).await.unwrap();
+    produce(
+        &producer(&services),
+        &topic,
+        &sensor_records(records, devices, 2),
+    )
+    .await;
+    let group = unique(name);
+    let port = free_port();
+    let config = base_config_on(&services, &group, &topic, port)
+        + &fast_retry_destination("fifo", &stub, "q.fifo", extra);
+    let bridge = Bridge::start(&config, name);
+    wait_for_depth(&stub, "q.fifo", records, 2 * MINUTE, &bridge).await;
+    wait_for_commits(&services, &format!("{group}.fifo"), &topic, 4, MINUTE);
+    assert_eq!(assert_each_once_in_order(&stub, "q.fifo", records), devices);
+    Drained { stub, bridge, port }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_errors_resets_and_failed_entries_lose_and_reorder_nothing() {
     let services = Services::from_env();
@@ -454,30 +492,17 @@ async fn backpressure_stops_reading_pauses_only_a_stalled_destination_and_delive
 /// share, and delivers every record once and in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_over_their_share_are_paused_and_resumed_and_nothing_is_lost() {
-    let services = Services::from_env();
-    let topic = unique("shares");
-    create_topic(&services, &topic, 4).await;
     let faults = Faults {
         delay_ms: 20,
         ..Faults::default()
     };
-    let stub = SqsStub::start("127.0.0.1:0", faults).await.unwrap();
-    produce(
-        &producer(&services),
-        &topic,
-        &sensor_records(40_000, 120, 2),
-    )
-    .await;
-    let group = unique("shares");
-    let port = free_port();
     let extra = "max_buffered_bytes = 4194304\n[destinations.batch]\nmax_in_flight = 64\n";
-    let config = base_config_on(&services, &group, &topic, port)
-        + &fast_retry_destination("fifo", &stub, "q.fifo", extra);
-    let mut bridge = Bridge::start(&config, "shares");
-    wait_for_depth(&stub, "q.fifo", 40_000, 2 * MINUTE, &bridge).await;
-    wait_for_commits(&services, &format!("{group}.fifo"), &topic, 4, MINUTE);
-
-    assert_eq!(assert_each_once_in_order(&stub, "q.fifo", 40_000), 120);
+    // The stub is kept to the end: the bridge stops against a live queue.
+    let Drained {
+        stub: _stub,
+        mut bridge,
+        port,
+    } = drain_into_stub("shares", faults, 40_000, 120, extra).await;
 
     let scrape = http_get(port, "/metrics").expect("metrics").1;
     let share_pauses = metric(&scrape, "kafka_sqs_bridge_share_pauses_total", &[]);
@@ -566,34 +591,17 @@ async fn partitions_revoked_while_paused_are_resumed_when_assigned_back() {
 /// throttles here, so the window widens past its start of 16, and stops at its ceiling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_in_flight_window_widens_to_hide_a_slow_round_trip() {
-    let services = Services::from_env();
-    let topic = unique("window");
-    create_topic(&services, &topic, 4).await;
     let faults = Faults {
         delay_ms: 20,
         ..Faults::default()
     };
-    let stub = SqsStub::start("127.0.0.1:0", faults).await.unwrap();
-    produce(
-        &producer(&services),
-        &topic,
-        &sensor_records(20_000, 400, 2),
-    )
-    .await;
-    let group = unique("window");
-    let port = free_port();
-    let config = base_config_on(&services, &group, &topic, port)
-        + &fast_retry_destination(
-            "fifo",
-            &stub,
-            "q.fifo",
-            "[destinations.batch]\nmax_in_flight = 32\n",
-        );
-    let mut bridge = Bridge::start(&config, "window");
-    wait_for_depth(&stub, "q.fifo", 20_000, 2 * MINUTE, &bridge).await;
-    wait_for_commits(&services, &format!("{group}.fifo"), &topic, 4, MINUTE);
+    let extra = "[destinations.batch]\nmax_in_flight = 32\n";
+    let Drained {
+        stub,
+        mut bridge,
+        port,
+    } = drain_into_stub("window", faults, 20_000, 400, extra).await;
 
-    assert_eq!(assert_each_once_in_order(&stub, "q.fifo", 20_000), 400);
     let stats = stub.stats();
     assert!(
         stats.peak_concurrent_requests > 16,
@@ -623,25 +631,17 @@ async fn the_in_flight_window_widens_to_hide_a_slow_round_trip() {
 /// record once and in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_narrows_the_in_flight_window_and_loses_nothing() {
-    let services = Services::from_env();
-    let topic = unique("quota");
-    create_topic(&services, &topic, 4).await;
     let faults = Faults {
         delay_ms: 20,
         request_quota_per_second: Some(100),
         ..Faults::default()
     };
-    let stub = SqsStub::start("127.0.0.1:0", faults).await.unwrap();
-    produce(&producer(&services), &topic, &sensor_records(6_000, 200, 2)).await;
-    let group = unique("quota");
-    let port = free_port();
-    let config = base_config_on(&services, &group, &topic, port)
-        + &fast_retry_destination("fifo", &stub, "q.fifo", "");
-    let mut bridge = Bridge::start(&config, "quota");
-    wait_for_depth(&stub, "q.fifo", 6_000, 2 * MINUTE, &bridge).await;
-    wait_for_commits(&services, &format!("{group}.fifo"), &topic, 4, MINUTE);
+    let Drained {
+        stub,
+        mut bridge,
+        port,
+    } = drain_into_stub("quota", faults, 6_000, 200, "").await;
 
-    assert_eq!(assert_each_once_in_order(&stub, "q.fifo", 6_000), 200);
     let stats = stub.stats();
     assert!(stats.over_quota > 0, "the quota never throttled: {stats:?}");
     let scrape = http_get(port, "/metrics").expect("metrics").1;
