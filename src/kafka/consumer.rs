@@ -248,10 +248,11 @@ impl ConsumerContext for BridgeContext {
             .set(i64::try_from(assigned).unwrap_or(i64::MAX));
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
         match result {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(error) => {
+                self.progress.commit_failed(&committed_offsets(offsets));
                 warn!(destination = %self.destination, %error, "offset commit failed; it is retried with the next one");
                 self.metrics
                     .commit_failures
@@ -324,6 +325,41 @@ pub fn offsets_list(offsets: &[(PartitionKey, i64)]) -> TopicPartitionList {
     tpl
 }
 
+/// The explicit offsets of a topic partition list, as [`offsets_list`] built it.
+fn committed_offsets(tpl: &TopicPartitionList) -> Vec<(PartitionKey, i64)> {
+    tpl.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(offset) => Some((
+                PartitionKey {
+                    topic: Arc::from(e.topic()),
+                    partition: e.partition(),
+                },
+                offset,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// True for a commit that the group coordinator refused because the group is changing
+/// (a rebalance under way, a generation or member it no longer knows, the coordinator
+/// moving): it can land once the rebalance is over or the coordinator is found again.
+pub fn is_rebalance_refusal(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode as Code;
+    matches!(
+        error,
+        KafkaError::ConsumerCommit(
+            Code::RebalanceInProgress
+                | Code::IllegalGeneration
+                | Code::UnknownMemberId
+                | Code::NotCoordinator
+                | Code::CoordinatorLoadInProgress
+                | Code::CoordinatorNotAvailable
+        )
+    )
+}
+
 fn keys(tpl: &TopicPartitionList) -> Vec<PartitionKey> {
     tpl.elements()
         .iter()
@@ -380,5 +416,33 @@ pub fn to_record(message: &BorrowedMessage<'_>, topics: &mut TopicNames) -> Reco
         key: message.key().map(Bytes::copy_from_slice),
         value: message.payload().map(Bytes::copy_from_slice),
         headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_of_a_changing_group_are_told_from_other_commit_failures() {
+        let refused = KafkaError::ConsumerCommit(RDKafkaErrorCode::IllegalGeneration);
+        assert!(is_rebalance_refusal(&refused));
+        let rebalancing = KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress);
+        assert!(is_rebalance_refusal(&rebalancing));
+
+        let broker_gone = KafkaError::ConsumerCommit(RDKafkaErrorCode::AllBrokersDown);
+        assert!(!is_rebalance_refusal(&broker_gone));
+        let not_allowed = KafkaError::ConsumerCommit(RDKafkaErrorCode::GroupAuthorizationFailed);
+        assert!(!is_rebalance_refusal(&not_allowed));
+    }
+
+    #[test]
+    fn committed_offsets_reads_back_what_offsets_list_built() {
+        let key = |partition| PartitionKey {
+            topic: Arc::from("records"),
+            partition,
+        };
+        let offsets = vec![(key(0), 7), (key(3), 42)];
+        assert_eq!(committed_offsets(&offsets_list(&offsets)), offsets);
     }
 }

@@ -243,6 +243,20 @@ impl Progress {
         advanced
     }
 
+    /// Takes back offsets whose commit failed, so that the next [`Self::take_committable`]
+    /// offers them again (or what the watermark reached since). An offset handed out after
+    /// the failed one stays handed out: its own commit reports for itself.
+    pub fn commit_failed(&self, offsets: &[(PartitionKey, i64)]) {
+        let mut state = self.lock();
+        for (key, offset) in offsets {
+            if let Some(p) = state.partitions.get_mut(key)
+                && p.committed == Some(*offset)
+            {
+                p.committed = None;
+            }
+        }
+    }
+
     /// The committable offset of one partition, if any record of it was read.
     pub fn watermark(&self, key: &PartitionKey) -> Option<i64> {
         self.lock()

@@ -28,13 +28,14 @@ use super::share::PartitionShares;
 use crate::admin::{DestinationHealth, Health};
 use crate::config::{Config, DestinationConfig};
 use crate::kafka::consumer::{
-    BridgeConsumer, TopicNames, create_consumer, describe_error, offsets_list, to_record,
+    BridgeConsumer, TopicNames, create_consumer, describe_error, is_rebalance_refusal,
+    offsets_list, to_record,
 };
 use crate::kafka::progress::{PartitionKey, Progress};
 use crate::message::select::{Payload, RecordFilter};
 use crate::message::{Mapping, MessageMapper};
 use crate::metrics::Metrics;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{self, Shutdown};
 use crate::sqs::client::{ClientSettings, build_client};
 use crate::sqs::in_flight_limit::{Change, InFlightLimit, ThrottleSignal};
 use crate::sqs::retry::Backoff;
@@ -497,13 +498,51 @@ impl DestinationLoop {
         let committed = self.consumer.commit(&offsets_list(&offsets), mode);
         match &committed {
             Ok(()) => self.metrics.committed(&self.name, &offsets),
-            Err(_) => self
-                .metrics
-                .commit_failures
-                .with_label_values(&[&self.name])
-                .inc(),
+            Err(_) => {
+                self.progress.commit_failed(&offsets);
+                self.metrics
+                    .commit_failures
+                    .with_label_values(&[&self.name])
+                    .inc();
+            }
         }
         committed
+    }
+
+    /// The last commit. While the group rebalances, its coordinator refuses commits of the
+    /// old generation, for as long as a member that died holds the rebalance up (until its
+    /// session times out). Those refusals are retried until `deadline`, serving the
+    /// rebalance in between: a commit that lands spares sending the records again.
+    async fn commit_before_leaving(&mut self, deadline: Instant) -> Result<(), KafkaError> {
+        let mut refused = false;
+        loop {
+            let error = match self.commit(CommitMode::Sync) {
+                Ok(()) => return Ok(()),
+                Err(error) => error,
+            };
+            let now = Instant::now();
+            if !is_rebalance_refusal(&error) || now >= deadline {
+                return Err(error);
+            }
+            if !refused {
+                info!(destination = %self.name, %error, "final commit refused while the group rebalances; retrying");
+                refused = true;
+            }
+            self.serve_rebalance(COMMIT_RETRY_PAUSE.min(deadline - now))
+                .await;
+        }
+    }
+
+    /// Polls the consumer for `pause`, so that rebalance callbacks run. Records of a
+    /// partition assigned meanwhile are dropped: they are never registered, so never
+    /// committed, and the next owner reads them.
+    async fn serve_rebalance(&mut self, pause: Duration) {
+        let until = Instant::now() + pause;
+        while let Ok(received) = tokio::time::timeout_at(until, self.consumer.recv()).await {
+            if let Err(error) = received {
+                debug!(destination = %self.name, %error, "Kafka consumer error while stopping");
+            }
+        }
     }
 
     /// After a rebalance, drops queued records of partitions no longer owned.
@@ -692,8 +731,9 @@ impl DestinationLoop {
     }
 
     /// Sends what is queued, waits for the batches in flight up to the drain timeout, commits
-    /// what was acknowledged and leaves the group. Fails when that last commit does: the
-    /// stop was then not clean, though nothing is lost (the records are read again).
+    /// what was acknowledged (through a rebalance, if one is under way) and leaves the
+    /// group. Fails when that last commit does: the stop was then not clean, though nothing
+    /// is lost (the records are read again).
     async fn finish(mut self) -> Result<(), PipelineError> {
         if let Ok(assignment) = self.consumer.assignment() {
             let _ = self.consumer.pause(&assignment);
@@ -714,7 +754,9 @@ impl DestinationLoop {
                 }
             }
         }
-        let committed = self.commit(CommitMode::Sync);
+        let committed = self
+            .commit_before_leaving(deadline + COMMIT_RETRY_ALLOWANCE)
+            .await;
         // Nothing is left to wait for: the revoke that closing triggers must not wait either.
         self.progress.clear();
         self.consumer.unsubscribe();
@@ -725,6 +767,14 @@ impl DestinationLoop {
         })
     }
 }
+
+/// How long past the drain deadline a final commit refused by a rebalance is retried: half
+/// of what a stop may take after the drain, the rest being for leaving the group.
+const COMMIT_RETRY_ALLOWANCE: Duration =
+    Duration::from_secs(shutdown::FINAL_COMMIT_ALLOWANCE.as_secs() / 2);
+
+/// The pause between two attempts of the final commit.
+const COMMIT_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// The most records one turn of the loop reads without waiting.
 const READ_BURST: usize = 64;

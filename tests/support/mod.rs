@@ -368,8 +368,9 @@ impl Bridge {
         let status = self.wait(timeout).expect("the bridge exits after SIGTERM");
         assert!(
             status.success(),
-            "exit status {status:?}; log: {}",
-            self.log.display()
+            "exit status {status:?}; log: {}; it ends:\n{}",
+            self.log.display(),
+            self.log_tail(20)
         );
     }
 
@@ -400,6 +401,13 @@ impl Bridge {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of the log, for a failure message: CI keeps no files.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = self.log_text();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 }
 

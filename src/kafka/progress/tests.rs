@@ -62,6 +62,37 @@ fn committable_offsets_are_handed_out_once() {
 }
 
 #[test]
+fn offsets_of_a_failed_commit_are_offered_again() {
+    let progress = owned(&[0, 1]);
+    let t = progress.register(&key(0), 0).unwrap();
+    progress.register(&key(1), 4).unwrap();
+    progress.complete(&t);
+    let mut taken = progress.take_committable();
+    taken.sort();
+    assert_eq!(taken, vec![(key(0), 1), (key(1), 4)]);
+
+    progress.commit_failed(&taken);
+    let mut again = progress.take_committable();
+    again.sort();
+    assert_eq!(again, taken, "a failed commit is not a commit");
+    assert!(progress.take_committable().is_empty());
+}
+
+#[test]
+fn a_late_failure_does_not_take_back_a_newer_offset() {
+    let progress = owned(&[0]);
+    let a = progress.register(&key(0), 0).unwrap();
+    let first = progress.take_committable();
+    progress.complete(&a);
+    let second = progress.take_committable();
+    assert_eq!(second, vec![(key(0), 1)]);
+
+    // The first commit's failure arrives after the second was handed out.
+    progress.commit_failed(&first);
+    assert!(progress.take_committable().is_empty());
+}
+
+#[test]
 fn records_of_unowned_partitions_are_refused() {
     let progress = owned(&[0]);
     assert!(progress.register(&key(1), 0).is_none());
