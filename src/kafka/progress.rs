@@ -243,6 +243,20 @@ impl Progress {
         advanced
     }
 
+    /// The committable offset of every owned partition that was read, whether or not it was
+    /// handed out before: for the last commit, which must not count on earlier commits that
+    /// may still fail.
+    pub fn watermarks(&self) -> Vec<(PartitionKey, i64)> {
+        let state = self.lock();
+        let mut all: Vec<_> = state
+            .partitions
+            .iter()
+            .filter_map(|(key, p)| Some((key.clone(), p.watermark()?)))
+            .collect();
+        all.sort_unstable();
+        all
+    }
+
     /// Takes back offsets whose commit failed, so that the next [`Self::take_committable`]
     /// offers them again (or what the watermark reached since). An offset handed out after
     /// the failed one stays handed out: its own commit reports for itself.

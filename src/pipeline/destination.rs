@@ -490,7 +490,14 @@ impl DestinationLoop {
 
     /// Commits the watermarks that advanced.
     fn commit(&self, mode: CommitMode) -> Result<(), KafkaError> {
-        let offsets = self.progress.take_committable();
+        self.commit_offsets(self.progress.take_committable(), mode)
+    }
+
+    fn commit_offsets(
+        &self,
+        offsets: Vec<(PartitionKey, i64)>,
+        mode: CommitMode,
+    ) -> Result<(), KafkaError> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -509,14 +516,16 @@ impl DestinationLoop {
         committed
     }
 
-    /// The last commit. While the group rebalances, its coordinator refuses commits of the
-    /// old generation, for as long as a member that died holds the rebalance up (until its
-    /// session times out). Those refusals are retried until `deadline`, serving the
+    /// The last commit, of every owned partition's watermark: a periodic commit still on
+    /// its way may yet fail. While the group rebalances, its coordinator refuses commits of
+    /// the old generation, for as long as a member that died holds the rebalance up (until
+    /// its session times out). Those refusals are retried until `deadline`, serving the
     /// rebalance in between: a commit that lands spares sending the records again.
     async fn commit_before_leaving(&mut self, deadline: Instant) -> Result<(), KafkaError> {
         let mut refused = false;
         loop {
-            let error = match self.commit(CommitMode::Sync) {
+            let offsets = self.progress.watermarks();
+            let error = match self.commit_offsets(offsets, CommitMode::Sync) {
                 Ok(()) => return Ok(()),
                 Err(error) => error,
             };

@@ -79,6 +79,19 @@ fn offsets_of_a_failed_commit_are_offered_again() {
 }
 
 #[test]
+fn watermarks_include_offsets_already_handed_out() {
+    let progress = owned(&[0, 1, 2]);
+    let t = progress.register(&key(0), 5).unwrap();
+    progress.register(&key(1), 9).unwrap();
+    progress.complete(&t);
+    progress.take_committable();
+    assert!(progress.take_committable().is_empty());
+
+    // Partition 2 was never read: it has nothing to commit.
+    assert_eq!(progress.watermarks(), vec![(key(0), 6), (key(1), 9)]);
+}
+
+#[test]
 fn a_late_failure_does_not_take_back_a_newer_offset() {
     let progress = owned(&[0]);
     let a = progress.register(&key(0), 0).unwrap();
