@@ -358,6 +358,12 @@ async fn undeliverable_records_are_dead_lettered_with_their_reason() {
     }
     assert_eq!(stub.messages("q.fifo").len(), 40);
     bridge.stop_cleanly();
+    // The consumer's settings, the test's session timeout among them, stay off the producer.
+    let log = bridge.log_text();
+    assert!(
+        !log.contains("consumer property"),
+        "the dead-letter producer was given consumer settings: {log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

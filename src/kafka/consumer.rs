@@ -100,6 +100,43 @@ pub fn client_config(kafka: &KafkaConfig, group_id: &str) -> ClientConfig {
     config
 }
 
+/// The properties librdkafka reads only in a consumer (the C column of its
+/// CONFIGURATION.md, version 2.12). A producer built from the consumer's settings leaves
+/// them out: librdkafka would warn about each at every start.
+pub const CONSUMER_ONLY_PROPERTIES: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "group.protocol.type",
+    "group.protocol",
+    "group.remote.assignor",
+    "coordinator.query.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.max.bytes",
+    "fetch.min.bytes",
+    "fetch.error.backoff.ms",
+    "offset.store.method",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "auto.commit.enable",
+    "auto.offset.reset",
+    "offset.store.path",
+    "offset.store.sync.interval.ms",
+    "consume.callback.max.messages",
+];
+
 /// A Kafka error as text that cannot leak a secret: librdkafka's own text for a refused
 /// property ends with the property's value, which may be a password.
 pub fn describe_error(error: &KafkaError) -> String {

@@ -11,7 +11,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tracing::{error, warn};
 
 use crate::config::{KafkaConfig, UndeliverablePolicy};
-use crate::kafka::consumer::client_config;
+use crate::kafka::consumer::{CONSUMER_ONLY_PROPERTIES, client_config};
 use crate::message::Unsendable;
 use crate::metrics::Metrics;
 use crate::record::Record;
@@ -62,15 +62,7 @@ impl PoisonHandler {
             (UndeliverablePolicy::Stop, _) => Policy::Stop,
             (UndeliverablePolicy::DeadLetter, topic) => {
                 let mut config = client_config(kafka, "unused");
-                // Consumer settings mean nothing to a producer and make librdkafka warn.
-                for name in [
-                    "group.id",
-                    "enable.auto.commit",
-                    "enable.auto.offset.store",
-                    "auto.offset.reset",
-                    "partition.assignment.strategy",
-                    "group.protocol",
-                ] {
+                for name in CONSUMER_ONLY_PROPERTIES {
                     config.remove(name);
                 }
                 config.set("enable.idempotence", "true").set("acks", "all");
