@@ -149,10 +149,13 @@ fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only for a person at a terminal: a log collector would store the escapes.
+    // Colours only for a person at a terminal who did not ask for none: a log collector
+    // would store the escapes.
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Text => builder.init(),

@@ -380,8 +380,9 @@ fn committed_offsets(tpl: &TopicPartitionList) -> Vec<(PartitionKey, i64)> {
 }
 
 /// True for a commit that the group coordinator refused because the group is changing
-/// (a rebalance under way, a generation or member it no longer knows, the coordinator
-/// moving): it can land once the rebalance is over or the coordinator is found again.
+/// (a rebalance under way, a generation, member epoch or member it no longer knows, the
+/// coordinator moving): it can land once the rebalance is over or the coordinator is found
+/// again. The epochs are KIP-848's (`group.protocol = consumer`) form of the generation.
 pub fn is_rebalance_refusal(error: &KafkaError) -> bool {
     use RDKafkaErrorCode as Code;
     matches!(
@@ -389,6 +390,8 @@ pub fn is_rebalance_refusal(error: &KafkaError) -> bool {
         KafkaError::ConsumerCommit(
             Code::RebalanceInProgress
                 | Code::IllegalGeneration
+                | Code::StaleMemberEpoch
+                | Code::FencedMemberEpoch
                 | Code::UnknownMemberId
                 | Code::NotCoordinator
                 | Code::CoordinatorLoadInProgress
@@ -466,11 +469,16 @@ mod tests {
         assert!(is_rebalance_refusal(&refused));
         let rebalancing = KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress);
         assert!(is_rebalance_refusal(&rebalancing));
+        let stale_epoch = KafkaError::ConsumerCommit(RDKafkaErrorCode::StaleMemberEpoch);
+        assert!(is_rebalance_refusal(&stale_epoch), "KIP-848's generation");
 
         let broker_gone = KafkaError::ConsumerCommit(RDKafkaErrorCode::AllBrokersDown);
         assert!(!is_rebalance_refusal(&broker_gone));
         let not_allowed = KafkaError::ConsumerCommit(RDKafkaErrorCode::GroupAuthorizationFailed);
         assert!(!is_rebalance_refusal(&not_allowed));
+        // librdkafka already waited for the coordinator as long as it would.
+        let no_coordinator = KafkaError::ConsumerCommit(RDKafkaErrorCode::WaitingForCoordinator);
+        assert!(!is_rebalance_refusal(&no_coordinator));
     }
 
     #[test]

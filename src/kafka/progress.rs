@@ -129,19 +129,35 @@ impl Progress {
         }
     }
 
-    /// Stops tracking `partitions`, returning for each the offset to commit if it advanced.
+    /// Stops tracking `partitions`, returning for each that was read the offset to commit.
     pub fn revoke(&self, partitions: &[PartitionKey]) -> Vec<(PartitionKey, i64)> {
         self.changed();
         let mut state = self.lock();
         let mut finals = Vec::new();
         for key in partitions {
             if let Some(p) = state.partitions.remove(key) {
-                if let Some(offset) = p.watermark().filter(|w| Some(*w) > p.committed) {
+                // Even when handed out before: that commit may still be on its way, and fail.
+                if let Some(offset) = p.watermark() {
                     finals.push((key.clone(), offset));
                 }
             }
         }
         finals
+    }
+
+    /// Forgets the batches in flight, aborted at the end of a drain: their records stay
+    /// pending, so the watermark stays before them, and nothing waits for them any more.
+    pub fn abandon_in_flight(&self) {
+        let mut state = self.lock();
+        for p in state.partitions.values_mut() {
+            for (_, stage) in &mut p.pending {
+                if *stage == Stage::InFlight {
+                    *stage = Stage::Queued;
+                }
+            }
+            p.in_flight = 0;
+        }
+        self.in_flight_changed.notify_all();
     }
 
     /// Forgets `partitions` without committing: their assignment was lost.

@@ -35,7 +35,7 @@ use crate::kafka::progress::{PartitionKey, Progress};
 use crate::message::select::{Payload, RecordFilter};
 use crate::message::{Mapping, MessageMapper};
 use crate::metrics::Metrics;
-use crate::shutdown::{self, Shutdown};
+use crate::shutdown::Shutdown;
 use crate::sqs::client::{ClientSettings, build_client};
 use crate::sqs::in_flight_limit::{Change, InFlightLimit, ThrottleSignal};
 use crate::sqs::retry::Backoff;
@@ -518,13 +518,24 @@ impl DestinationLoop {
 
     /// The last commit, of every owned partition's watermark: a periodic commit still on
     /// its way may yet fail. While the group rebalances, its coordinator refuses commits of
-    /// the old generation, for as long as a member that died holds the rebalance up (until
-    /// its session times out). Those refusals are retried until `deadline`, serving the
-    /// rebalance in between: a commit that lands spares sending the records again.
+    /// the old generation. Those refusals are retried until `deadline`, serving the
+    /// rebalance in between, which covers a short rebalance; one held up by a member that
+    /// died lasts until that member's session times out, and the stop fails then. A single
+    /// attempt waits for the coordinator as long as librdkafka does: the process's stop
+    /// limit (see [`Shutdown::exit_if_stuck`]) is the bound on that.
     async fn commit_before_leaving(&mut self, deadline: Instant) -> Result<(), KafkaError> {
         let mut refused = false;
         loop {
             let offsets = self.progress.watermarks();
+            if refused && offsets.is_empty() {
+                // The partitions were revoked (and committed by the callback) or lost meanwhile.
+                warn!(
+                    destination = %self.name,
+                    "the partitions left this member before the final commit landed; \
+                     their new owners may send some records again"
+                );
+                return Ok(());
+            }
             let error = match self.commit_offsets(offsets, CommitMode::Sync) {
                 Ok(()) => return Ok(()),
                 Err(error) => error,
@@ -542,14 +553,25 @@ impl DestinationLoop {
         }
     }
 
-    /// Polls the consumer for `pause`, so that rebalance callbacks run. Records of a
-    /// partition assigned meanwhile are dropped: they are never registered, so never
-    /// committed, and the next owner reads them.
+    /// Polls the consumer until `until`, so that rebalance callbacks run. A partition
+    /// assigned meanwhile is paused at once, and the records it sent first are dropped:
+    /// they are never registered, so never committed, and the next owner reads them.
     async fn serve_rebalance(&mut self, pause: Duration) {
         let until = Instant::now() + pause;
-        while let Ok(received) = tokio::time::timeout_at(until, self.consumer.recv()).await {
+        let mut generation = self.progress.generation();
+        // `timeout_at` polls `recv` before its clock, so a busy consumer needs the check.
+        while Instant::now() < until {
+            let Ok(received) = tokio::time::timeout_at(until, self.consumer.recv()).await else {
+                break;
+            };
             if let Err(error) = received {
                 debug!(destination = %self.name, %error, "Kafka consumer error while stopping");
+            }
+            if self.progress.generation() != generation {
+                generation = self.progress.generation();
+                if let Ok(assignment) = self.consumer.assignment() {
+                    let _ = self.consumer.pause(&assignment);
+                }
             }
         }
     }
@@ -759,6 +781,8 @@ impl DestinationLoop {
                 _ = tokio::time::sleep_until(deadline) => {
                     warn!(destination = %self.name, abandoned = self.in_flight.len(), "drain timeout reached; unacknowledged records will be read again");
                     self.in_flight.abort_all();
+                    // A revoke while the final commit is retried must not wait for them.
+                    self.progress.abandon_in_flight();
                     break;
                 }
             }
@@ -778,9 +802,8 @@ impl DestinationLoop {
 }
 
 /// How long past the drain deadline a final commit refused by a rebalance is retried: half
-/// of what a stop may take after the drain, the rest being for leaving the group.
-const COMMIT_RETRY_ALLOWANCE: Duration =
-    Duration::from_secs(shutdown::FINAL_COMMIT_ALLOWANCE.as_secs() / 2);
+/// of the 10 s a stop may take after the drain, the rest being for leaving the group.
+const COMMIT_RETRY_ALLOWANCE: Duration = Duration::from_secs(5);
 
 /// The pause between two attempts of the final commit.
 const COMMIT_RETRY_PAUSE: Duration = Duration::from_millis(200);

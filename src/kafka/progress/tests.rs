@@ -92,6 +92,33 @@ fn watermarks_include_offsets_already_handed_out() {
 }
 
 #[test]
+fn abandoned_batches_hold_the_watermark_but_nobody_waits_for_them() {
+    let progress = owned(&[0]);
+    let sent = progress.register(&key(0), 3).unwrap();
+    progress.register(&key(0), 4).unwrap();
+    progress.start_sending([&sent]);
+    assert!(!progress.wait_until_idle(&[key(0)], Duration::ZERO));
+
+    progress.abandon_in_flight();
+    assert!(progress.wait_until_idle(&[key(0)], Duration::ZERO));
+    assert_eq!(
+        progress.watermark(&key(0)),
+        Some(3),
+        "offset 3 was never acknowledged"
+    );
+}
+
+#[test]
+fn revoke_returns_the_watermark_even_when_handed_out_before() {
+    let progress = owned(&[0]);
+    let t = progress.register(&key(0), 0).unwrap();
+    progress.complete(&t);
+    assert_eq!(progress.take_committable(), vec![(key(0), 1)]);
+    // That commit may still fail: the revoke commits the offset again.
+    assert_eq!(progress.revoke(&[key(0)]), vec![(key(0), 1)]);
+}
+
+#[test]
 fn a_late_failure_does_not_take_back_a_newer_offset() {
     let progress = owned(&[0]);
     let a = progress.register(&key(0), 0).unwrap();
