@@ -10,6 +10,26 @@ use tokio::sync::watch;
 /// What a stop may take beyond the drain timeout: the final commit and leaving the groups.
 pub const FINAL_COMMIT_ALLOWANCE: Duration = Duration::from_secs(10);
 
+/// Drops `value` on a thread of its own and waits at most `limit` for that to finish;
+/// returns whether it did. For what blocks in its `Drop` without a bound, such as a Kafka
+/// consumer leaving its group, which waits for the group coordinator: a broker that has
+/// just restarted may keep that coordinator loading for longer than the whole stop may take.
+/// Past `limit` the thread is left to finish, or to end with the process.
+pub async fn drop_within<T: Send + 'static>(value: T, limit: Duration) -> bool {
+    let (dropped, done) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("bounded-drop".into())
+        .spawn(move || {
+            drop(value);
+            let _ = dropped.send(());
+        });
+    // Without a thread, the closure and the value in it were dropped right here.
+    if spawned.is_err() {
+        return true;
+    }
+    tokio::time::timeout(limit, done).await.is_ok()
+}
+
 /// A clonable handle that can trigger the shutdown and wait for it.
 #[derive(Clone, Debug)]
 pub struct Shutdown {
@@ -79,5 +99,58 @@ impl Shutdown {
             shutdown.trigger();
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    struct SlowToDrop {
+        takes: Duration,
+        dropped: Arc<AtomicBool>,
+    }
+
+    impl Drop for SlowToDrop {
+        fn drop(&mut self) {
+            std::thread::sleep(self.takes);
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn slow(takes: Duration) -> (SlowToDrop, Arc<AtomicBool>) {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let value = SlowToDrop {
+            takes,
+            dropped: Arc::clone(&dropped),
+        };
+        (value, dropped)
+    }
+
+    #[tokio::test]
+    async fn a_drop_that_finishes_in_time_is_waited_for() {
+        let (value, dropped) = slow(Duration::ZERO);
+        assert!(drop_within(value, Duration::from_secs(10)).await);
+        assert!(dropped.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_drop_that_takes_too_long_is_left_to_finish_on_its_own() {
+        let (value, dropped) = slow(Duration::from_millis(500));
+        assert!(!drop_within(value, Duration::from_millis(20)).await);
+        assert!(!dropped.load(Ordering::SeqCst), "not waited for");
+
+        // It still runs to its end on its thread.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !dropped.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the drop never finished"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

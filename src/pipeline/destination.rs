@@ -35,7 +35,7 @@ use crate::kafka::progress::{PartitionKey, Progress};
 use crate::message::select::{Payload, RecordFilter};
 use crate::message::{Mapping, MessageMapper};
 use crate::metrics::Metrics;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{self, Shutdown};
 use crate::sqs::client::{ClientSettings, build_client};
 use crate::sqs::in_flight_limit::{Change, InFlightLimit, ThrottleSignal};
 use crate::sqs::retry::Backoff;
@@ -763,8 +763,9 @@ impl DestinationLoop {
 
     /// Sends what is queued, waits for the batches in flight up to the drain timeout, commits
     /// what was acknowledged (through a rebalance, if one is under way) and leaves the
-    /// group. Fails when that last commit does: the stop was then not clean, though nothing
-    /// is lost (the records are read again).
+    /// group, waiting for that until [`CLOSE_ALLOWANCE`] past the drain deadline. Fails when
+    /// the last commit does:
+    /// the stop was then not clean, though nothing is lost (the records are read again).
     async fn finish(mut self) -> Result<(), PipelineError> {
         if let Ok(assignment) = self.consumer.assignment() {
             let _ = self.consumer.pause(&assignment);
@@ -793,9 +794,20 @@ impl DestinationLoop {
         // Nothing is left to wait for: the revoke that closing triggers must not wait either.
         self.progress.clear();
         self.consumer.unsubscribe();
-        info!(destination = %self.name, "destination stopped");
+        let Self { name, consumer, .. } = self;
+        let close_limit = (deadline + CLOSE_ALLOWANCE).saturating_duration_since(Instant::now());
+        if !shutdown::drop_within(consumer, close_limit).await {
+            // What was acknowledged is committed (or the commit failed, and says so below).
+            warn!(
+                destination = %name,
+                waited_ms = close_limit.as_millis() as u64,
+                "the consumer has not left its group in time; stopping anyway: the group \
+                 hands its partitions on when its session times out"
+            );
+        }
+        info!(destination = %name, "destination stopped");
         committed.map_err(|error| PipelineError::FinalCommit {
-            destination: self.name.clone(),
+            destination: name,
             reason: describe_error(&error),
         })
     }
@@ -804,6 +816,12 @@ impl DestinationLoop {
 /// How long past the drain deadline a final commit refused by a rebalance is retried: half
 /// of the 10 s a stop may take after the drain, the rest being for leaving the group.
 const COMMIT_RETRY_ALLOWANCE: Duration = Duration::from_secs(5);
+
+/// How long past the drain deadline leaving the group may take: 2 s short of the 10 s a
+/// stop may take after the drain, so that a close stuck on the group coordinator ends with
+/// the final commit's verdict rather than the stop limit's exit 1. Leaving usually takes
+/// well under a second, and a few seconds while the group rebalances.
+const CLOSE_ALLOWANCE: Duration = Duration::from_secs(8);
 
 /// The pause between two attempts of the final commit.
 const COMMIT_RETRY_PAUSE: Duration = Duration::from_millis(200);
