@@ -3,7 +3,8 @@
 //! when the brokers are gone and the final commit waits for them, ends the process after a
 //! bounded time instead of waiting for the orchestrator to kill it.
 
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -27,7 +28,8 @@ pub async fn drop_within<T: Send + 'static>(value: T, limit: Duration) -> bool {
     if spawned.is_err() {
         return true;
     }
-    tokio::time::timeout(limit, done).await.is_ok()
+    // A panic in the drop drops the sender unsent: that is no clean close.
+    matches!(tokio::time::timeout(limit, done).await, Ok(Ok(())))
 }
 
 /// A clonable handle that can trigger the shutdown and wait for it.
@@ -35,6 +37,8 @@ pub async fn drop_within<T: Send + 'static>(value: T, limit: Duration) -> bool {
 pub struct Shutdown {
     sender: watch::Sender<bool>,
     receiver: watch::Receiver<bool>,
+    /// When it was first triggered: the stop limit counts from then.
+    triggered_at: Arc<OnceLock<Instant>>,
 }
 
 impl Default for Shutdown {
@@ -46,11 +50,21 @@ impl Default for Shutdown {
 impl Shutdown {
     pub fn new() -> Self {
         let (sender, receiver) = watch::channel(false);
-        Self { sender, receiver }
+        Self {
+            sender,
+            receiver,
+            triggered_at: Arc::default(),
+        }
     }
 
     pub fn trigger(&self) {
+        self.triggered_at.get_or_init(Instant::now);
         self.sender.send_replace(true);
+    }
+
+    /// When the shutdown was first triggered, if it was.
+    pub fn triggered_at(&self) -> Option<Instant> {
+        self.triggered_at.get().copied()
     }
 
     pub fn is_triggered(&self) -> bool {
@@ -71,9 +85,10 @@ impl Shutdown {
         let shutdown = self.clone();
         tokio::spawn(async move {
             shutdown.wait().await;
+            let exit_at = shutdown.triggered_at().unwrap_or_else(Instant::now) + limit;
             // A thread of its own: a blocking librdkafka call may hold every runtime worker.
             std::thread::spawn(move || {
-                std::thread::sleep(limit);
+                std::thread::sleep(exit_at.saturating_duration_since(Instant::now()));
                 tracing::error!(
                     limit_ms = limit.as_millis() as u64,
                     "shutdown did not finish in time, probably waiting for Kafka; exiting \
@@ -104,53 +119,61 @@ impl Shutdown {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
 
     use super::*;
 
-    struct SlowToDrop {
-        takes: Duration,
-        dropped: Arc<AtomicBool>,
+    /// A value whose drop waits until the test lets it go, and reports on which thread it ran.
+    struct HeldDrop {
+        release: mpsc::Receiver<()>,
+        dropped_on: mpsc::Sender<Option<String>>,
     }
 
-    impl Drop for SlowToDrop {
+    impl Drop for HeldDrop {
         fn drop(&mut self) {
-            std::thread::sleep(self.takes);
-            self.dropped.store(true, Ordering::SeqCst);
+            let _ = self.release.recv();
+            let thread = std::thread::current().name().map(str::to_owned);
+            let _ = self.dropped_on.send(thread);
         }
     }
 
-    fn slow(takes: Duration) -> (SlowToDrop, Arc<AtomicBool>) {
-        let dropped = Arc::new(AtomicBool::new(false));
-        let value = SlowToDrop {
-            takes,
-            dropped: Arc::clone(&dropped),
+    fn held() -> (HeldDrop, mpsc::Sender<()>, mpsc::Receiver<Option<String>>) {
+        let (release, released) = mpsc::channel();
+        let (dropped_on, dropped) = mpsc::channel();
+        let value = HeldDrop {
+            release: released,
+            dropped_on,
         };
-        (value, dropped)
+        (value, release, dropped)
     }
 
     #[tokio::test]
     async fn a_drop_that_finishes_in_time_is_waited_for() {
-        let (value, dropped) = slow(Duration::ZERO);
-        assert!(drop_within(value, Duration::from_secs(10)).await);
-        assert!(dropped.load(Ordering::SeqCst));
+        let (value, release, dropped) = held();
+        release.send(()).unwrap();
+        assert!(drop_within(value, Duration::from_secs(60)).await);
+        assert_eq!(dropped.try_recv(), Ok(Some("bounded-drop".to_owned())));
     }
 
     #[tokio::test]
     async fn a_drop_that_takes_too_long_is_left_to_finish_on_its_own() {
-        let (value, dropped) = slow(Duration::from_millis(500));
+        let (value, release, dropped) = held();
         assert!(!drop_within(value, Duration::from_millis(20)).await);
-        assert!(!dropped.load(Ordering::SeqCst), "not waited for");
+        assert!(dropped.try_recv().is_err(), "not waited for");
 
-        // It still runs to its end on its thread.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !dropped.load(Ordering::SeqCst) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the drop never finished"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // Let go, it runs to its end on its own thread.
+        release.send(()).unwrap();
+        let thread = dropped.recv_timeout(Duration::from_secs(60));
+        assert_eq!(thread, Ok(Some("bounded-drop".to_owned())));
+    }
+
+    #[test]
+    fn the_first_trigger_is_when_the_stop_began() {
+        let shutdown = Shutdown::new();
+        assert_eq!(shutdown.triggered_at(), None);
+        shutdown.trigger();
+        let first = shutdown.triggered_at().unwrap();
+        shutdown.trigger();
+        assert_eq!(shutdown.triggered_at(), Some(first));
     }
 }

@@ -305,7 +305,9 @@ impl BridgeContext {
     /// before librdkafka hands the partitions to another member.
     fn finish_revoked(&self, consumer: &BaseConsumer<Self>, partitions: &[PartitionKey]) {
         // The callback runs inside the consumer loop's poll; the senders run on other worker
-        // threads, so this thread may block for them. A current-thread runtime cannot.
+        // threads, so this thread may block for them. A current-thread runtime cannot, and
+        // neither can the thread that closes the consumer at the end of a stop, outside any
+        // runtime (nothing is left in flight by then).
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         let idle = if multi_thread {

@@ -56,7 +56,7 @@ pub async fn run(
 ) -> Result<(), PipelineError> {
     let mut pipeline = DestinationLoop::start(&config, index, metrics).await?;
     let outcome = pipeline.run(&shutdown).await;
-    let finished = pipeline.finish().await;
+    let finished = pipeline.finish(shutdown.triggered_at()).await;
     outcome.and(finished)
 }
 
@@ -763,10 +763,14 @@ impl DestinationLoop {
 
     /// Sends what is queued, waits for the batches in flight up to the drain timeout, commits
     /// what was acknowledged (through a rebalance, if one is under way) and leaves the
-    /// group, waiting for that until [`CLOSE_ALLOWANCE`] past the drain deadline. Fails when
-    /// the last commit does:
-    /// the stop was then not clean, though nothing is lost (the records are read again).
-    async fn finish(mut self) -> Result<(), PipelineError> {
+    /// group, waiting for each at most until [`STOP_MARGIN`] before the stop limit, which
+    /// counts from `signalled_at` (from the drain's start without a signal, as after a halt).
+    /// Fails when the last commit does: the stop was then not clean, though nothing is lost
+    /// (the records are read again).
+    async fn finish(
+        mut self,
+        signalled_at: Option<std::time::Instant>,
+    ) -> Result<(), PipelineError> {
         if let Ok(assignment) = self.consumer.assignment() {
             let _ = self.consumer.pause(&assignment);
         }
@@ -788,14 +792,19 @@ impl DestinationLoop {
                 }
             }
         }
+        // The loop may have noticed the signal late, inside a revoke callback's wait.
+        let stop_limit = signalled_at
+            .map_or(deadline, |at| Instant::from_std(at) + self.drain_timeout)
+            + shutdown::FINAL_COMMIT_ALLOWANCE;
+        let stop_by = stop_limit - STOP_MARGIN;
         let committed = self
-            .commit_before_leaving(deadline + COMMIT_RETRY_ALLOWANCE)
+            .commit_before_leaving((deadline + COMMIT_RETRY_ALLOWANCE).min(stop_by))
             .await;
         // Nothing is left to wait for: the revoke that closing triggers must not wait either.
         self.progress.clear();
         self.consumer.unsubscribe();
         let Self { name, consumer, .. } = self;
-        let close_limit = (deadline + CLOSE_ALLOWANCE).saturating_duration_since(Instant::now());
+        let close_limit = stop_by.saturating_duration_since(Instant::now());
         if !shutdown::drop_within(consumer, close_limit).await {
             // What was acknowledged is committed (or the commit failed, and says so below).
             warn!(
@@ -817,11 +826,11 @@ impl DestinationLoop {
 /// of the 10 s a stop may take after the drain, the rest being for leaving the group.
 const COMMIT_RETRY_ALLOWANCE: Duration = Duration::from_secs(5);
 
-/// How long past the drain deadline leaving the group may take: 2 s short of the 10 s a
-/// stop may take after the drain, so that a close stuck on the group coordinator ends with
-/// the final commit's verdict rather than the stop limit's exit 1. Leaving usually takes
-/// well under a second, and a few seconds while the group rebalances.
-const CLOSE_ALLOWANCE: Duration = Duration::from_secs(8);
+/// How long before the stop limit the final commit's retries and leaving the group give up,
+/// so that a close stuck on the group coordinator ends with the final commit's verdict
+/// rather than the stop limit's exit 1. Leaving usually takes well under a second, and a
+/// few seconds while the group rebalances.
+const STOP_MARGIN: Duration = Duration::from_secs(2);
 
 /// The pause between two attempts of the final commit.
 const COMMIT_RETRY_PAUSE: Duration = Duration::from_millis(200);
