@@ -15,6 +15,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::topic_partition_list::TopicPartitionListElem;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
@@ -369,13 +370,7 @@ fn committed_offsets(tpl: &TopicPartitionList) -> Vec<(PartitionKey, i64)> {
     tpl.elements()
         .iter()
         .filter_map(|e| match e.offset() {
-            Offset::Offset(offset) => Some((
-                PartitionKey {
-                    topic: Arc::from(e.topic()),
-                    partition: e.partition(),
-                },
-                offset,
-            )),
+            Offset::Offset(offset) => Some((partition_key(e), offset)),
             _ => None,
         })
         .collect()
@@ -402,14 +397,16 @@ pub fn is_rebalance_refusal(error: &KafkaError) -> bool {
     )
 }
 
+/// The topic and partition of one element of a topic partition list.
+pub fn partition_key(element: &TopicPartitionListElem<'_>) -> PartitionKey {
+    PartitionKey {
+        topic: Arc::from(element.topic()),
+        partition: element.partition(),
+    }
+}
+
 fn keys(tpl: &TopicPartitionList) -> Vec<PartitionKey> {
-    tpl.elements()
-        .iter()
-        .map(|e| PartitionKey {
-            topic: Arc::from(e.topic()),
-            partition: e.partition(),
-        })
-        .collect()
+    tpl.elements().iter().map(partition_key).collect()
 }
 
 fn describe(partitions: &[PartitionKey]) -> String {

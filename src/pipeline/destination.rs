@@ -29,7 +29,7 @@ use crate::admin::{DestinationHealth, Health};
 use crate::config::{Config, DestinationConfig};
 use crate::kafka::consumer::{
     BridgeConsumer, TopicNames, create_consumer, describe_error, is_rebalance_refusal,
-    offsets_list, to_record,
+    offsets_list, partition_key, to_record,
 };
 use crate::kafka::progress::{PartitionKey, Progress};
 use crate::message::select::{Payload, RecordFilter};
@@ -545,7 +545,11 @@ impl DestinationLoop {
                 return Err(error);
             }
             if !refused {
-                info!(destination = %self.name, %error, "final commit refused while the group rebalances; retrying");
+                info!(
+                    destination = %self.name,
+                    %error,
+                    "final commit refused while the group rebalances; retrying"
+                );
                 refused = true;
             }
             self.serve_rebalance(COMMIT_RETRY_PAUSE.min(deadline - now))
@@ -569,10 +573,16 @@ impl DestinationLoop {
             }
             if self.progress.generation() != generation {
                 generation = self.progress.generation();
-                if let Ok(assignment) = self.consumer.assignment() {
-                    let _ = self.consumer.pause(&assignment);
-                }
+                self.pause_for_the_stop();
             }
+        }
+    }
+
+    /// Pauses every partition owned, so that a stop reads nothing more. Unlike
+    /// [`Self::set_paused`], nothing of it is kept: the loop is not resumed.
+    fn pause_for_the_stop(&self) {
+        if let Ok(assignment) = self.consumer.assignment() {
+            let _ = self.consumer.pause(&assignment);
         }
     }
 
@@ -711,10 +721,7 @@ impl DestinationLoop {
             return false;
         }
         for element in partitions.elements() {
-            let key = PartitionKey {
-                topic: Arc::from(element.topic()),
-                partition: element.partition(),
-            };
+            let key = partition_key(&element);
             if pause {
                 self.app_paused.insert(key);
             } else {
@@ -771,9 +778,7 @@ impl DestinationLoop {
         mut self,
         signalled_at: Option<std::time::Instant>,
     ) -> Result<(), PipelineError> {
-        if let Ok(assignment) = self.consumer.assignment() {
-            let _ = self.consumer.pause(&assignment);
-        }
+        self.pause_for_the_stop();
         let deadline = Instant::now() + self.drain_timeout;
         info!(destination = %self.name, queued = self.scheduler.len(), in_flight = self.in_flight.len(), "draining");
         loop {
