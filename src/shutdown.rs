@@ -39,6 +39,8 @@ pub struct Shutdown {
     receiver: watch::Receiver<bool>,
     /// When it was first triggered: the stop limit counts from then.
     triggered_at: Arc<OnceLock<Instant>>,
+    /// The limit [`Self::exit_if_stuck`] was given.
+    exit_limit: Arc<OnceLock<Duration>>,
 }
 
 impl Default for Shutdown {
@@ -54,6 +56,7 @@ impl Shutdown {
             sender,
             receiver,
             triggered_at: Arc::default(),
+            exit_limit: Arc::default(),
         }
     }
 
@@ -63,8 +66,14 @@ impl Shutdown {
     }
 
     /// When the shutdown was first triggered, if it was.
-    pub fn triggered_at(&self) -> Option<Instant> {
+    fn triggered_at(&self) -> Option<Instant> {
         self.triggered_at.get().copied()
+    }
+
+    /// When the process exits if it is still stopping: once triggered, and only if
+    /// [`Self::exit_if_stuck`] was set up.
+    pub fn exit_at(&self) -> Option<Instant> {
+        Some(self.triggered_at()? + *self.exit_limit.get()?)
     }
 
     pub fn is_triggered(&self) -> bool {
@@ -82,10 +91,11 @@ impl Shutdown {
     /// triggered, if it is still running then. Uncommitted records are read again by the
     /// next owner of their partitions, so nothing is lost; the log says so.
     pub fn exit_if_stuck(&self, limit: Duration, code: i32) {
+        let _ = self.exit_limit.set(limit);
         let shutdown = self.clone();
         tokio::spawn(async move {
             shutdown.wait().await;
-            let exit_at = shutdown.triggered_at().unwrap_or_else(Instant::now) + limit;
+            let exit_at = shutdown.exit_at().unwrap_or_else(|| Instant::now() + limit);
             // A thread of its own: a blocking librdkafka call may hold every runtime worker.
             std::thread::spawn(move || {
                 std::thread::sleep(exit_at.saturating_duration_since(Instant::now()));
@@ -175,5 +185,22 @@ mod tests {
         let first = shutdown.triggered_at().unwrap();
         shutdown.trigger();
         assert_eq!(shutdown.triggered_at(), Some(first));
+    }
+
+    #[tokio::test]
+    async fn the_exit_is_the_limit_after_the_first_trigger() {
+        let shutdown = Shutdown::new();
+        assert_eq!(
+            shutdown.exit_at(),
+            None,
+            "without a limit, no exit is planned"
+        );
+        // Long enough that this test process never meets it.
+        let limit = Duration::from_secs(24 * 3600);
+        shutdown.exit_if_stuck(limit, 1);
+        assert_eq!(shutdown.exit_at(), None, "not triggered yet");
+        shutdown.trigger();
+        let triggered = shutdown.triggered_at().unwrap();
+        assert_eq!(shutdown.exit_at(), Some(triggered + limit));
     }
 }

@@ -56,7 +56,7 @@ pub async fn run(
 ) -> Result<(), PipelineError> {
     let mut pipeline = DestinationLoop::start(&config, index, metrics).await?;
     let outcome = pipeline.run(&shutdown).await;
-    let finished = pipeline.finish(shutdown.triggered_at()).await;
+    let finished = pipeline.finish(shutdown.exit_at()).await;
     outcome.and(finished)
 }
 
@@ -770,14 +770,11 @@ impl DestinationLoop {
 
     /// Sends what is queued, waits for the batches in flight up to the drain timeout, commits
     /// what was acknowledged (through a rebalance, if one is under way) and leaves the
-    /// group, waiting for each at most until [`STOP_MARGIN`] before the stop limit, which
-    /// counts from `signalled_at` (from the drain's start without a signal, as after a halt).
-    /// Fails when the last commit does: the stop was then not clean, though nothing is lost
-    /// (the records are read again).
-    async fn finish(
-        mut self,
-        signalled_at: Option<std::time::Instant>,
-    ) -> Result<(), PipelineError> {
+    /// group, waiting for each at most until [`STOP_MARGIN`] before `exit_at`, when the
+    /// process exits if still stopping (without one, as after a halt, the drain deadline
+    /// plus the stop's allowance). Fails when the last commit does: the stop was then not
+    /// clean, though nothing is lost (the records are read again).
+    async fn finish(mut self, exit_at: Option<std::time::Instant>) -> Result<(), PipelineError> {
         self.pause_for_the_stop();
         let deadline = Instant::now() + self.drain_timeout;
         info!(destination = %self.name, queued = self.scheduler.len(), in_flight = self.in_flight.len(), "draining");
@@ -797,11 +794,12 @@ impl DestinationLoop {
                 }
             }
         }
-        // The loop may have noticed the signal late, inside a revoke callback's wait.
-        let stop_limit = signalled_at
-            .map_or(deadline, |at| Instant::from_std(at) + self.drain_timeout)
-            + shutdown::FINAL_COMMIT_ALLOWANCE;
-        let stop_by = stop_limit - STOP_MARGIN;
+        // Counted from the signal, which the loop may have noticed late (inside a revoke
+        // callback's wait), not from the drain's start.
+        let stop_by = exit_at.map_or(
+            deadline + shutdown::FINAL_COMMIT_ALLOWANCE,
+            Instant::from_std,
+        ) - STOP_MARGIN;
         let committed = self
             .commit_before_leaving((deadline + COMMIT_RETRY_ALLOWANCE).min(stop_by))
             .await;
