@@ -86,14 +86,18 @@ def scenarios(quick):
         # A FIFO queue without high-throughput mode: 300 requests a second, then throttled.
         Scenario("backlog-256B-20ms-quota300", "backlog", delay_ms=20, count=backlog // 4,
                  quota_per_s=300),
-        # The byte budget trades memory for batch fill: what a smaller and a larger one do.
-        Scenario("backlog-256B-0ms-8MiB-budget", "backlog", count=backlog,
-                 max_buffered_bytes=8 * MIB),
-        Scenario("backlog-256B-0ms-32MiB-budget", "backlog", count=backlog,
-                 max_buffered_bytes=32 * MIB),
         Scenario("backlog-4KiB-0ms", "backlog", size=4096, count=backlog_4k),
-        Scenario("localstack-backlog-256B", "backlog", sink="localstack", count=localstack),
     ]
+    # The byte budget trades memory for batch fill. Across budgets, peak RSS minus the
+    # budget is the overhead that the budget does not bound: it should not grow with it.
+    for mib in (4, 8, 32, 64, 128):
+        items.append(Scenario(f"backlog-256B-0ms-{mib}MiB-budget", "backlog", count=backlog,
+                              max_buffered_bytes=mib * MIB))
+    for mib in (4, 64):
+        items.append(Scenario(f"backlog-4KiB-0ms-{mib}MiB-budget", "backlog", size=4096,
+                              count=backlog_4k, max_buffered_bytes=mib * MIB))
+    items.append(Scenario("localstack-backlog-256B", "backlog", sink="localstack",
+                          count=localstack))
     for delay in (0, 20):
         for rate in (1_000, 10_000):
             items.append(Scenario(f"steady-{rate // 1000}k-256B-{delay}ms", "steady",
@@ -606,6 +610,13 @@ def process_figures(bridge_sample, delivered):
             "peak_rss_MiB": rounded((bridge_sample["peak_rss_kib"] or 0) / 1024)}
 
 
+def budget_figures(bridge_sample, scenario):
+    """The byte budget, and how far the peak went past it: what the budget leaves out."""
+    budget = scenario.max_buffered_bytes / MIB
+    peak = (bridge_sample["peak_rss_kib"] or 0) / 1024
+    return {"budget_MiB": rounded(budget), "peak_rss_over_budget_MiB": rounded(peak - budget)}
+
+
 class MachineLoad:
     """Cores used by the whole machine and by each named process over a period, to tell
     the bridge's share from the broker's, the producer's, the stub's and anything else's
@@ -699,6 +710,7 @@ def run_backlog(ctx, scenario, topic, sink_factory, log_dir):
         "seconds_first_to_last_delivery": rounded(from_first, 2),
         "records_sent_total": int(metric_sum(metrics, "kafka_sqs_bridge_records_sent_total")),
         **process_figures(sample, produced),
+        **budget_figures(sample, scenario),
         **latency_ms(histogram(metrics, "kafka_sqs_bridge_end_to_end_latency_seconds")),
         **request_figures(metrics, produced),
         "billed_per_M": billed_per_million(sink_stats, metrics, produced),
@@ -871,6 +883,8 @@ def summary_line(name, result):
               "entries_per_batch", "billed_per_M"]
     line = f"bench: {name} " + " ".join(
         f"{f}={show(result.get(f.replace('records/s', 'records_per_s')))}" for f in fields)
+    if "peak_rss_over_budget_MiB" in result:
+        line += f" rss_over_budget_MiB={result['peak_rss_over_budget_MiB']}"
     if "kept_up" in result:
         line += (f" offered/s={result['offered_records_per_s']} "
                  f"kept_up={'yes' if result['kept_up'] else 'no'} "
@@ -880,6 +894,7 @@ def summary_line(name, result):
 
 TABLE_COLUMNS = [("records/s", "records_per_s"), ("kept up (lag at end)", None),
                  ("CPU s/M", "cpu_s_per_M"), ("peak RSS MiB", "peak_rss_MiB"),
+                 ("RSS over budget MiB", "peak_rss_over_budget_MiB"),
                  ("p50 ms", "p50_ms"), ("p99 ms", "p99_ms"),
                  ("entries/batch", "entries_per_batch"), ("billed/M", "billed_per_M")]
 
@@ -901,7 +916,8 @@ def markdown_table(report):
                              f"({result['lag_at_producer_end']})" if "kept_up" in result
                              else "")
             else:
-                cells.append("n/a" if result.get(key) is None else f"{result[key]:g}")
+                cells.append("" if key not in result else
+                             "n/a" if result[key] is None else f"{result[key]:g}")
         load = result.get("load_during_drain") or result.get("load_during_window") or {}
         cells.append(f"{load.get('other_cores', 'n/a')}")
         lines.append("| " + " | ".join(cells) + " |")
