@@ -165,6 +165,28 @@ def status_kib(pid, key):
     return None
 
 
+def memory_split(pid):
+    """Resident MiB by kind of mapping, from /proc/PID/smaps. mimalloc, which serves the
+    Rust side, reserves its arenas 1 GiB at a time; librdkafka's malloc is glibc's, whose
+    thread arenas are 64 MiB at most, so they land in `other_anonymous` with the stacks."""
+    split = {"files": 0, "allocator_arenas": 0, "other_anonymous": 0}
+    kind = None
+    try:
+        with open(f"/proc/{pid}/smaps") as f:
+            for line in f:
+                fields = line.split()
+                if "-" in fields[0] and not fields[0].endswith(":"):
+                    low, high = (int(x, 16) for x in fields[0].split("-"))
+                    kind = ("files" if len(fields) > 5 and fields[5].startswith("/")
+                            else "allocator_arenas" if high - low >= 1 << 30
+                            else "other_anonymous")
+                elif fields[0] == "Rss:":
+                    split[kind] += int(fields[1])
+    except OSError:
+        return None
+    return {k: rounded(v / 1024) for k, v in split.items()}
+
+
 def machine_busy():
     """(busy, total) jiffies of all CPUs, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -502,6 +524,8 @@ class Progress:
         self.last_at = None  # monotonic time the count last grew
         self.count = 0
         self.timeline = []  # one [seconds since bridge start, delivered, RSS MiB] a second
+        self.peak_rss_kib = 0
+        self.split_at_peak = None  # memory_split() at the highest RSS of the timeline
 
     def poll(self):
         self.bridge.check_alive()
@@ -514,6 +538,9 @@ class Progress:
         if not self.timeline or since_start - self.timeline[-1][0] >= 1.0:
             rss = status_kib(self.bridge.pid, "VmRSS") or 0
             self.timeline.append([round(since_start, 1), count, round(rss / 1024, 1)])
+            if rss > self.peak_rss_kib:
+                self.peak_rss_kib = rss
+                self.split_at_peak = memory_split(self.bridge.pid)
         return count
 
     def wait_for(self, target, what):
@@ -711,6 +738,7 @@ def run_backlog(ctx, scenario, topic, sink_factory, log_dir):
         "records_sent_total": int(metric_sum(metrics, "kafka_sqs_bridge_records_sent_total")),
         **process_figures(sample, produced),
         **budget_figures(sample, scenario),
+        "rss_split_at_peak_MiB": progress.split_at_peak,
         **latency_ms(histogram(metrics, "kafka_sqs_bridge_end_to_end_latency_seconds")),
         **request_figures(metrics, produced),
         "billed_per_M": billed_per_million(sink_stats, metrics, produced),
