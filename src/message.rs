@@ -33,7 +33,12 @@ pub struct OutgoingMessage {
 impl OutgoingMessage {
     /// Bytes that count toward SQS's message and request limits: body and attributes.
     pub fn size(&self) -> usize {
-        self.body.len() + self.attributes.iter().map(Attribute::size).sum::<usize>()
+        self.body.len() + self.attributes_size()
+    }
+
+    /// Bytes of the attributes alone: names, types and values.
+    pub fn attributes_size(&self) -> usize {
+        self.attributes.iter().map(Attribute::size).sum()
     }
 }
 

@@ -10,7 +10,7 @@ use tracing::{debug, error, trace, warn};
 use super::poison::{Halt, PoisonHandler};
 use crate::admin::DestinationHealth;
 use crate::kafka::progress::{PartitionKey, Progress, Ticket};
-use crate::message::Unsendable;
+use crate::message::{OutgoingMessage, Unsendable};
 use crate::metrics::{DestinationSeries, Metrics};
 use crate::record::Record;
 use crate::sqs::errors::{FailureClass, is_throttling};
@@ -28,6 +28,29 @@ pub struct Token {
     pub buffered: usize,
     /// The record itself, kept only when it may have to be dead-lettered.
     pub record: Option<Box<Record>>,
+}
+
+/// Bytes a queued record holds against the budget: the record's value, key and headers,
+/// what its message adds (a body of its own, the ids, the attributes) and the queue entry.
+/// A raw body shares the value's bytes, so they count once. Whether the record itself is
+/// kept or not, its key, headers and struct count all the same: about as much as what is
+/// not measured (the allocator's rounding, the queues' spare capacity, the offset records).
+pub fn held_bytes(record: &Record, message: &OutgoingMessage) -> usize {
+    let body_is_value = record
+        .value
+        .as_ref()
+        .is_some_and(|value| value.as_ptr() == message.body.as_ptr());
+    let own_body = if body_is_value { 0 } else { message.body.len() };
+    let ids = [&message.group_id, &message.deduplication_id]
+        .into_iter()
+        .flatten()
+        .map(String::len)
+        .sum::<usize>();
+    record.buffered_bytes()
+        + own_body
+        + ids
+        + message.attributes_size()
+        + std::mem::size_of::<Queued<Token>>()
 }
 
 impl Token {
@@ -333,4 +356,49 @@ fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use bytestring::ByteString;
+
+    use super::*;
+
+    fn record(value: &[u8]) -> Record {
+        Record {
+            topic: Arc::from("readings"),
+            partition: 3,
+            offset: 42,
+            timestamp_ms: None,
+            key: Some(Bytes::from_static(b"dev-1")),
+            value: Some(Bytes::copy_from_slice(value)),
+            headers: Vec::new(),
+        }
+    }
+
+    fn message(body: ByteString) -> OutgoingMessage {
+        OutgoingMessage {
+            body,
+            group_id: Some("dev-1".to_owned()),
+            deduplication_id: Some("readings:3:42".to_owned()),
+            attributes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_body_that_shares_the_value_counts_its_bytes_once() {
+        let record = record(&[b'x'; 4096]);
+        let shared = ByteString::try_from(record.value.clone().unwrap()).unwrap();
+        let copied = ByteString::from("x".repeat(4096));
+        let ids = "dev-1".len() + "readings:3:42".len();
+        let entry = std::mem::size_of::<Queued<Token>>();
+
+        let held = held_bytes(&record, &message(shared));
+        assert_eq!(held, record.buffered_bytes() + ids + entry);
+        assert!(held < 2 * 4096, "the value counted twice: {held}");
+
+        let held = held_bytes(&record, &message(copied));
+        assert_eq!(held, record.buffered_bytes() + 4096 + ids + entry);
+    }
 }

@@ -22,7 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, trace, warn};
 
 use super::PipelineError;
-use super::delivery::{Delivery, Settled, Token};
+use super::delivery::{Delivery, Settled, Token, held_bytes};
 use super::poison::{Halt, PoisonHandler};
 use super::share::PartitionShares;
 use crate::admin::{DestinationHealth, Health};
@@ -344,7 +344,7 @@ impl DestinationLoop {
                         .with_label_values(&[&self.name, reason.as_label()])
                         .inc();
                 }
-                let buffered = record.buffered_bytes() + message.size();
+                let buffered = held_bytes(&record, &message);
                 let group = if self.mapper.is_fifo() {
                     message.group_id.clone()
                 } else {
