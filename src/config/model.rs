@@ -371,8 +371,8 @@ mod defaults {
         128
     }
     /// Enough records of enough message groups to fill batches during a backlog drain
-    /// (9.75 - 9.98 entries a batch with 1,000 keys), within 89 - 110 MiB of resident
-    /// memory. A larger budget drained no faster; 8 MiB filled 9.67 - 9.86.
+    /// (9.79 - 9.91 entries a batch with 1,000 keys), within 87 - 101 MiB of resident
+    /// memory; 8 MiB filled 9.64 - 9.67.
     pub fn max_buffered_bytes() -> usize {
         16 * 1024 * 1024
     }
