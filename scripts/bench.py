@@ -98,11 +98,12 @@ def scenarios(quick):
                               count=backlog_4k, max_buffered_bytes=mib * MIB))
     items.append(Scenario("localstack-backlog-256B", "backlog", sink="localstack",
                           count=localstack))
-    for delay in (0, 20):
-        for rate in (1_000, 10_000):
-            items.append(Scenario(f"steady-{rate // 1000}k-256B-{delay}ms", "steady",
-                                  delay_ms=delay, rate=rate, duration_s=duration,
-                                  warmup_s=warmup))
+    for size, size_name in ((256, "256B"), (4096, "4KiB")):
+        for delay in (0, 20):
+            for rate in (1_000, 10_000):
+                items.append(Scenario(f"steady-{rate // 1000}k-{size_name}-{delay}ms",
+                                      "steady", size=size, delay_ms=delay, rate=rate,
+                                      duration_s=duration, warmup_s=warmup))
     return items
 
 
