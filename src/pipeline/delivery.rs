@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use tracing::{debug, error, trace, warn};
 
 use super::poison::{Halt, PoisonHandler};
@@ -30,26 +31,32 @@ pub struct Token {
     pub record: Option<Box<Record>>,
 }
 
-/// Bytes a queued record holds against the budget: the record's value, key and headers,
-/// what its message adds (a body of its own, the ids, the attributes) and the queue entry.
-/// A raw body shares the value's bytes, so they count once. Whether the record itself is
-/// kept or not, its key, headers and struct count all the same: about as much as what is
-/// not measured (the allocator's rounding, the queues' spare capacity, the offset records).
-pub fn held_bytes(record: &Record, message: &OutgoingMessage) -> usize {
+/// Bytes a queued record holds against the budget: the message (its body, ids and
+/// attributes), the queue entry, and the record's value when the record is kept for
+/// dead-lettering and the body does not share it (a raw body that is SQS text shares the
+/// value's bytes; a base64 or envelope body is its own). The record's key, headers and
+/// struct count even when it is dropped after mapping: they stand in for what is not
+/// measured (the allocator's rounding, the queues' spare capacity, the offset records).
+pub fn held_bytes(record: &Record, message: &OutgoingMessage, record_kept: bool) -> usize {
+    let value = record.value.as_ref().map_or(0, Bytes::len);
     let body_is_value = record
         .value
         .as_ref()
         .is_some_and(|value| value.as_ptr() == message.body.as_ptr());
-    let own_body = if body_is_value { 0 } else { message.body.len() };
+    let value_apart = if record_kept && !body_is_value {
+        value
+    } else {
+        0
+    };
     let ids = [&message.group_id, &message.deduplication_id]
         .into_iter()
         .flatten()
         .map(String::len)
         .sum::<usize>();
-    record.buffered_bytes()
-        + own_body
+    record.buffered_bytes() - value
+        + value_apart
+        + message.size()
         + ids
-        + message.attributes_size()
         + std::mem::size_of::<Queued<Token>>()
 }
 
@@ -387,18 +394,20 @@ mod tests {
     }
 
     #[test]
-    fn a_body_that_shares_the_value_counts_its_bytes_once() {
+    fn a_value_counts_once_and_only_while_it_is_held() {
         let record = record(&[b'x'; 4096]);
-        let shared = ByteString::try_from(record.value.clone().unwrap()).unwrap();
-        let copied = ByteString::from("x".repeat(4096));
-        let ids = "dev-1".len() + "readings:3:42".len();
-        let entry = std::mem::size_of::<Queued<Token>>();
+        let shared = || ByteString::try_from(record.value.clone().unwrap()).unwrap();
+        let own = || ByteString::from("x".repeat(4096));
+        let fixed = record.buffered_bytes() - 4096
+            + "dev-1".len()
+            + "readings:3:42".len()
+            + std::mem::size_of::<Queued<Token>>();
 
-        let held = held_bytes(&record, &message(shared));
-        assert_eq!(held, record.buffered_bytes() + ids + entry);
-        assert!(held < 2 * 4096, "the value counted twice: {held}");
-
-        let held = held_bytes(&record, &message(copied));
-        assert_eq!(held, record.buffered_bytes() + 4096 + ids + entry);
+        // The body is the value: counted once, whether the record is kept or not.
+        assert_eq!(held_bytes(&record, &message(shared()), false), fixed + 4096);
+        assert_eq!(held_bytes(&record, &message(shared()), true), fixed + 4096);
+        // A body of its own: the value counts besides only while the record is kept.
+        assert_eq!(held_bytes(&record, &message(own()), false), fixed + 4096);
+        assert_eq!(held_bytes(&record, &message(own()), true), fixed + 2 * 4096);
     }
 }

@@ -344,13 +344,13 @@ impl DestinationLoop {
                         .with_label_values(&[&self.name, reason.as_label()])
                         .inc();
                 }
-                let buffered = held_bytes(&record, &message);
+                let keep_record = self.delivery.poison.needs_record();
+                let buffered = held_bytes(&record, &message, keep_record);
                 let group = if self.mapper.is_fifo() {
                     message.group_id.clone()
                 } else {
                     None
                 };
-                let keep_record = self.delivery.poison.needs_record();
                 let token = Token {
                     ticket,
                     timestamp_ms: record.timestamp_ms,
