@@ -38,13 +38,11 @@ pub struct Token {
 /// struct count even when it is dropped after mapping: they stand in for what is not
 /// measured (the allocator's rounding, the queues' spare capacity, the offset records).
 pub fn held_bytes(record: &Record, message: &OutgoingMessage, record_kept: bool) -> usize {
-    let value = record.value.as_ref().map_or(0, Bytes::len);
-    let body_is_value = record
-        .value
-        .as_ref()
-        .is_some_and(|value| value.as_ptr() == message.body.as_ptr());
+    let value = record.value.as_ref();
+    let value_len = value.map_or(0, Bytes::len);
+    let body_is_value = value.is_some_and(|v| v.as_ptr() == message.body.as_ptr());
     let value_apart = if record_kept && !body_is_value {
-        value
+        value_len
     } else {
         0
     };
@@ -53,7 +51,7 @@ pub fn held_bytes(record: &Record, message: &OutgoingMessage, record_kept: bool)
         .flatten()
         .map(String::len)
         .sum::<usize>();
-    record.buffered_bytes() - value
+    record.buffered_bytes() - value_len
         + value_apart
         + message.size()
         + ids
@@ -367,7 +365,6 @@ fn now_millis() -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
     use bytestring::ByteString;
 
     use super::*;
